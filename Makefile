@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what is missing.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export DJANGO_SETTINGS_MODULE ?= sessionhub.settings.local
+PORT ?= 8000
+
+.PHONY: run test lint bench setup-run setup-test
+
+run:
+	@scripts/setup.sh run
+	@echo "==> Starting web, Celery worker and Celery beat (Ctrl-C stops all)"
+	@echo "    Admin:   http://127.0.0.1:$(PORT)/admin/"
+	@echo "    API:     http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "    Health:  http://127.0.0.1:$(PORT)/healthz"
+	@. .local/services.env && GUNICORN_BIND=127.0.0.1:$(PORT) exec honcho start -f Procfile
+
+test:
+	@scripts/setup.sh test
+	@echo "==> ruff check"
+	@ruff check .
+	@ruff format --check --quiet . || (echo "Run 'make lint' to format." && exit 1)
+	@echo "==> makemigrations --check"
+	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python manage.py makemigrations --check --dry-run
+	@echo "==> pytest"
+	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python -m pytest $(PYTEST_ARGS)
+
+lint:
+	@scripts/setup.sh test >/dev/null
+	ruff format .
+	ruff check --fix .

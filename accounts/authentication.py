@@ -1,0 +1,5 @@
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+
+class SessionJWTAuthentication(JWTAuthentication):
+    pass

@@ -1,0 +1,78 @@
+"""The product's settings as one typed, validated object.
+
+`settings.SESSIONHUB` is a dict so that each environment can override a value; this module
+turns it into a frozen dataclass and refuses unknown keys, so a typo fails at start-up instead
+of silently falling back to a default.
+"""
+
+from dataclasses import dataclass, fields
+from functools import cache
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+
+@dataclass(frozen=True, slots=True)
+class SessionhubSettings:
+    REDIS_KEY_PREFIX: str
+    IDLE_TIMEOUT: int
+    ABSOLUTE_TIMEOUT: int
+    ACTIVE_WINDOW: int
+    RECENT_WINDOW: int
+    IDLE_USER_DAYS: int
+    TRACKING_FLUSH_INTERVAL: float
+    SESSION_REVALIDATE_SECONDS: float
+    ENDED_SESSION_KEEP_SECONDS: int
+    EVENT_STREAM_MAXLEN: int
+    LOGIN_FAILURE_LIMIT: int
+    LOGIN_IP_USERNAME_LIMIT: int
+    LOGIN_LOCKOUT_BASE_SECONDS: int
+    LOGIN_LOCKOUT_MAX_SECONDS: int
+    LOGIN_FAILURE_WINDOW_SECONDS: int
+    SYNC_INTERVAL: float
+    SYNC_BATCH_SIZE: int
+    AUDIT_RETENTION_DAYS: int
+    AUDIT_IP_ANONYMIZE: bool
+    METRICS_TOKEN: str
+    METRICS_ALLOWED_IPS: str
+
+
+def _build(raw: dict) -> SessionhubSettings:
+    known = {f.name: f for f in fields(SessionhubSettings)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ImproperlyConfigured(f"Unknown SESSIONHUB setting(s): {', '.join(unknown)}")
+    missing = sorted(set(known) - set(raw))
+    if missing:
+        raise ImproperlyConfigured(f"Missing SESSIONHUB setting(s): {', '.join(missing)}")
+    values = {}
+    for name, field in known.items():
+        value = raw[name]
+        expected = field.type
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected):
+            raise ImproperlyConfigured(
+                f"SESSIONHUB[{name!r}] must be {expected.__name__}, got {value!r}"
+            )
+        values[name] = value
+    conf = SessionhubSettings(**values)
+    if conf.ACTIVE_WINDOW >= conf.RECENT_WINDOW:
+        raise ImproperlyConfigured("SESSIONHUB ACTIVE_WINDOW must be shorter than RECENT_WINDOW.")
+    if conf.IDLE_TIMEOUT > conf.ABSOLUTE_TIMEOUT:
+        raise ImproperlyConfigured("SESSIONHUB IDLE_TIMEOUT must not exceed ABSOLUTE_TIMEOUT.")
+    return conf
+
+
+@cache
+def get_settings() -> SessionhubSettings:
+    return _build(settings.SESSIONHUB)
+
+
+def _reset(*, setting: str, **kwargs) -> None:
+    if setting == "SESSIONHUB":
+        get_settings.cache_clear()
+
+
+setting_changed.connect(_reset)

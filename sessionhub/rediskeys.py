@@ -1,0 +1,77 @@
+"""Every Redis key sessionhub uses, in one place.
+
+All keys share one prefix (`SESSIONHUB["REDIS_KEY_PREFIX"]`), so the tests can use their own
+and a shared Redis can host several deployments.
+"""
+
+from sessionhub.conf import get_settings
+
+
+class _Keys:
+    @property
+    def prefix(self) -> str:
+        return get_settings().REDIS_KEY_PREFIX
+
+    def session(self, sid: str) -> str:
+        return f"{self.prefix}:s:{sid}"
+
+    def session_prefix(self) -> str:
+        return f"{self.prefix}:s:"
+
+    def user_sessions(self, user_id: int) -> str:
+        return f"{self.prefix}:u:{user_id}"
+
+    def active_index(self) -> str:
+        """Sorted set of live sids scored by last activity (epoch seconds)."""
+        return f"{self.prefix}:idx:last"
+
+    def started_index(self) -> str:
+        """Sorted set of live sids scored by start time, for the absolute timeout."""
+        return f"{self.prefix}:idx:started"
+
+    def ended_index(self) -> str:
+        """Sorted set of recently ended sids scored by end time (reloaded by every process)."""
+        return f"{self.prefix}:idx:ended"
+
+    def dirty(self) -> str:
+        return f"{self.prefix}:dirty"
+
+    def dirty_inflight(self) -> str:
+        return f"{self.prefix}:dirty:inflight"
+
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    def revocations_channel(self) -> str:
+        return f"{self.prefix}:revoked"
+
+    def stats(self) -> str:
+        """Hash of cluster-wide counters (api calls, tracking errors, ...)."""
+        return f"{self.prefix}:stats"
+
+    def duration_histogram(self) -> str:
+        return f"{self.prefix}:hist:duration"
+
+    def sync_lock(self) -> str:
+        return f"{self.prefix}:lock:sync"
+
+    def sync_state(self) -> str:
+        return f"{self.prefix}:sync"
+
+    def celery_heartbeat(self) -> str:
+        return f"{self.prefix}:celery:heartbeat"
+
+    def throttle_pair(self, pair_hash: str) -> str:
+        return f"{self.prefix}:thr:pair:{pair_hash}"
+
+    def throttle_ip(self, ip: str) -> str:
+        return f"{self.prefix}:thr:ip:{ip}"
+
+    def throttle_ip_usernames(self, ip: str) -> str:
+        return f"{self.prefix}:thr:ipu:{ip}"
+
+    def lockouts(self) -> str:
+        return f"{self.prefix}:thr:locked"
+
+
+keys = _Keys()

@@ -1,0 +1,231 @@
+"""Settings shared by every environment.
+
+Every value that differs between machines comes from the environment (see `.env.example`).
+Secrets have no default here: `local` and `test` supply throwaway ones, `production` demands
+real ones and refuses to start without them.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+# Reverse proxies whose X-Forwarded-For we believe: a count of hops ("1") or a list of
+# addresses/CIDRs ("10.0.0.0/8,172.16.0.0/12"). Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="")
+
+INSTALLED_APPS = [
+    "django_prometheus",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
+    "audit",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "sessionhub.urls"
+WSGI_APPLICATION = "sessionhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL",
+        default="postgres://postgres@127.0.0.1:5432/sessionhub",
+        engine="django_prometheus.db.backends.postgresql",
+    )
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Fail fast when PostgreSQL is away instead of hanging a worker for the OS default.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 1,
+            # The cache is an accelerator; a Redis outage must not turn into 500s.
+            "IGNORE_EXCEPTIONS": True,
+        },
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionJWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "sessionhub.api.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sessionhub API",
+    "DESCRIPTION": "Live sessions, power users, idle users and security anomalies of a JWT API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from our own static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+
+def simple_jwt_settings(signing_key: str) -> dict:
+    """simplejwt configuration; the signing key is separate from SECRET_KEY on purpose."""
+    return {
+        "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_ACCESS_LIFETIME", default=300)),
+        "REFRESH_TOKEN_LIFETIME": timedelta(
+            seconds=env.int("JWT_REFRESH_LIFETIME", default=12 * 3600)
+        ),
+        "ROTATE_REFRESH_TOKENS": True,
+        "BLACKLIST_AFTER_ROTATION": True,
+        "UPDATE_LAST_LOGIN": False,
+        # One algorithm, pinned: tokens claiming any other (including "none") are refused.
+        "ALGORITHM": "HS256",
+        "SIGNING_KEY": signing_key,
+        "VERIFYING_KEY": "",
+        "AUTH_HEADER_TYPES": ("Bearer",),
+        "USER_ID_CLAIM": "user_id",
+        "USER_ID_FIELD": "id",
+        "LEEWAY": 0,
+    }
+
+
+# The product's own knobs, validated by sessionhub.conf (unknown keys are an error).
+SESSIONHUB = {
+    "REDIS_KEY_PREFIX": env.str("SESSIONHUB_REDIS_PREFIX", default="sh"),
+    "IDLE_TIMEOUT": env.int("SESSION_IDLE_TIMEOUT", default=30 * 60),
+    "ABSOLUTE_TIMEOUT": env.int("SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600),
+    "ACTIVE_WINDOW": env.int("SESSION_ACTIVE_WINDOW", default=5 * 60),
+    "RECENT_WINDOW": env.int("SESSION_RECENT_WINDOW", default=3600),
+    "IDLE_USER_DAYS": env.int("IDLE_USER_DAYS", default=7),
+    "TRACKING_FLUSH_INTERVAL": env.float("TRACKING_FLUSH_INTERVAL", default=0.1),
+    "SESSION_REVALIDATE_SECONDS": env.float("SESSION_REVALIDATE_SECONDS", default=30.0),
+    "ENDED_SESSION_KEEP_SECONDS": env.int("ENDED_SESSION_KEEP_SECONDS", default=24 * 3600),
+    "EVENT_STREAM_MAXLEN": env.int("EVENT_STREAM_MAXLEN", default=1_000_000),
+    "LOGIN_FAILURE_LIMIT": env.int("LOGIN_FAILURE_LIMIT", default=5),
+    "LOGIN_IP_USERNAME_LIMIT": env.int("LOGIN_IP_USERNAME_LIMIT", default=20),
+    "LOGIN_LOCKOUT_BASE_SECONDS": env.int("LOGIN_LOCKOUT_BASE_SECONDS", default=60),
+    "LOGIN_LOCKOUT_MAX_SECONDS": env.int("LOGIN_LOCKOUT_MAX_SECONDS", default=3600),
+    "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=3600),
+    "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
+    "SYNC_BATCH_SIZE": env.int("SYNC_BATCH_SIZE", default=2000),
+    "AUDIT_RETENTION_DAYS": env.int("AUDIT_RETENTION_DAYS", default=90),
+    "AUDIT_IP_ANONYMIZE": env.bool("AUDIT_IP_ANONYMIZE", default=False),
+    "METRICS_TOKEN": env.str("METRICS_TOKEN", default=""),
+    "METRICS_ALLOWED_IPS": env.str("METRICS_ALLOWED_IPS", default=""),
+}
+
+# Celery: broker and results on Redis, JSON only, every task bounded in time.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "celery-heartbeat": {
+        "task": "sessionhub.tasks.heartbeat",
+        "schedule": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),
+        "options": {"expires": 30},
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
