@@ -9,3 +9,10 @@ graceful_timeout = 20
 accesslog = "-"
 # No client IPs or tokens in the access log: method, path, status, size and time only.
 access_log_format = '"%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def worker_exit(server, worker):
+    """Flush the worker's pending session counts before it goes (graceful stop, max_requests)."""
+    from accounts.tracking import tracker
+
+    tracker.shutdown()

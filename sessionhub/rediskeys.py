@@ -45,6 +45,10 @@ class _Keys:
     def revocations_channel(self) -> str:
         return f"{self.prefix}:revoked"
 
+    def flush_sequence(self, process_id: str) -> str:
+        """Last tracking batch applied from one web process (exactly-once flushes)."""
+        return f"{self.prefix}:flush:{process_id}"
+
     def stats(self) -> str:
         """Hash of cluster-wide counters (api calls, tracking errors, ...)."""
         return f"{self.prefix}:stats"

@@ -1,33 +1,161 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, NotFound, Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.api.serializers import RefreshBodySerializer, UserSerializer
+from accounts import selectors, services
+from accounts.api import serializers
+from accounts.clientip import client_ip
+from accounts.events import MAX_USER_AGENT, clean_text
+from sessionhub.redis import REDIS_UNAVAILABLE
 
 
-class LogoutView(APIView):
-    permission_classes = [AllowAny]
+def _client(request) -> dict[str, str]:
+    return {
+        "ip": client_ip(request.META),
+        "user_agent": clean_text(request.META.get("HTTP_USER_AGENT"), MAX_USER_AGENT),
+    }
+
+
+class PublicView(APIView):
+    """Token endpoints: no authentication of their own, the body carries the credentials."""
+
     authentication_classes = []
+    permission_classes = [AllowAny]
 
-    @extend_schema(request=RefreshBodySerializer, responses={204: None})
+    def get_authenticate_header(self, request):
+        # Without it DRF turns our 401s into 403s (no authentication class to name a scheme).
+        return 'Bearer realm="api"'
+
+
+class LoginView(PublicView):
+    @extend_schema(
+        request=serializers.LoginSerializer,
+        responses={
+            200: serializers.TokenPairSerializer,
+            401: OpenApiResponse(description="Bad credentials"),
+            429: OpenApiResponse(description="Too many failed attempts; see Retry-After"),
+        },
+        summary="Log in: a JWT pair for a new session",
+    )
     def post(self, request):
-        body = RefreshBodySerializer(data=request.data)
+        body = serializers.LoginSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            RefreshToken(body.validated_data["refresh"]).blacklist()
-        except TokenError as exc:
-            raise AuthenticationFailed("Token is invalid or expired.") from exc
+            pair = services.login(**body.validated_data, **_client(request))
+        except services.LoginThrottled as exc:
+            raise Throttled(wait=exc.retry_after, detail="Too many failed login attempts.") from exc
+        except services.LoginFailed as exc:
+            raise AuthenticationFailed(services.INVALID_CREDENTIALS) from exc
+        return Response({"access": pair.access, "refresh": pair.refresh})
+
+
+class RefreshView(PublicView):
+    @extend_schema(
+        request=serializers.RefreshBodySerializer,
+        responses={200: serializers.TokenPairSerializer},
+        summary="Rotate the refresh token (same session)",
+    )
+    def post(self, request):
+        body = serializers.RefreshBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            pair = services.token_refresh(
+                raw_refresh=body.validated_data["refresh"], **_client(request)
+            )
+        except services.SessionEnded as exc:
+            raise AuthenticationFailed("Session has ended; log in again.") from exc
+        return Response({"access": pair.access, "refresh": pair.refresh})
+
+
+class VerifyView(PublicView):
+    @extend_schema(
+        request=serializers.TokenBodySerializer,
+        responses={200: None},
+        summary="Check a token and its session",
+    )
+    def post(self, request):
+        body = serializers.TokenBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            services.token_verify(raw_token=body.validated_data["token"])
+        except services.SessionEnded as exc:
+            raise AuthenticationFailed("Session has ended.") from exc
+        return Response({})
+
+
+class LogoutView(PublicView):
+    @extend_schema(
+        request=serializers.RefreshBodySerializer,
+        responses={204: None},
+        summary="End the session: refresh blacklisted, access token refused at once",
+    )
+    def post(self, request):
+        body = serializers.RefreshBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.logout(raw_refresh=body.validated_data["refresh"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=UserSerializer)
+    @extend_schema(responses=serializers.MeSerializer, summary="The caller and its session")
     def get(self, request):
-        return Response({"user": UserSerializer(request.user).data})
+        sid = request.user.sid
+        try:
+            current = [
+                view
+                for view in selectors.sessions_for_user(user_id=request.user.id, current_sid=sid)
+                if view.current
+            ]
+            tracking = "ok"
+        except REDIS_UNAVAILABLE:
+            current, tracking = [], "unavailable"
+        data = {
+            "user": serializers.UserSerializer(request.user.get_user()).data,
+            "session": serializers.LiveSessionSerializer(current[0]).data if current else None,
+            "tracking": tracking,
+        }
+        return Response(data)
+
+
+class SessionListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses=serializers.LiveSessionSerializer(many=True), summary="The caller's live sessions"
+    )
+    def get(self, request):
+        views = selectors.sessions_for_user(user_id=request.user.id, current_sid=request.user.sid)
+        return Response(serializers.LiveSessionSerializer(views, many=True).data)
+
+
+class SessionRevokeOthersView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses=serializers.RevokedSerializer,
+        summary="End all of the caller's sessions but the current one",
+    )
+    def post(self, request):
+        revoked = services.sessions_revoke_others(
+            user_id=request.user.id, current_sid=request.user.sid
+        )
+        return Response({"revoked": revoked})
+
+
+class SessionDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={204: None, 404: OpenApiResponse(description="Not your live session")},
+        summary="End one of the caller's sessions",
+    )
+    def delete(self, request, sid: str):
+        if not services.session_revoke_own(user_id=request.user.id, sid=sid):
+            raise NotFound("No such live session.")
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -208,6 +208,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    "sessions-expire": {
+        "task": "accounts.tasks.sessions_expire",
+        "schedule": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+        "options": {"expires": 30},
+    },
     "celery-heartbeat": {
         "task": "sessionhub.tasks.heartbeat",
         "schedule": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),

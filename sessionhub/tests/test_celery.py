@@ -23,12 +23,29 @@ def test_beat_schedules_heartbeat_and_a_real_worker_runs_it():
         "CELERY_HEARTBEAT_INTERVAL": "1",
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "--app", "sessionhub", "worker", "--beat",
-         "--concurrency", "1", "--pool", "solo", "--loglevel", "WARNING",
-         "--schedule", str(settings.BASE_DIR / ".local" / "test-celerybeat-schedule")],
-        cwd=settings.BASE_DIR, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app",
+            "sessionhub",
+            "worker",
+            "--beat",
+            "--concurrency",
+            "1",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--schedule",
+            str(settings.BASE_DIR / ".local" / "test-celerybeat-schedule"),
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         seen = []

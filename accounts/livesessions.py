@@ -1,0 +1,192 @@
+"""Live sessions in Redis: the storage layer under accounts.services and accounts.tracking.
+
+Layout (all keys under the configured prefix, see sessionhub.rediskeys):
+
+* ``s:<sid>``         hash — u (user id), st (started), la (last active), n (API calls),
+                      ip, ua, h:<hour epoch> (calls in that hour), end, why (end reason)
+* ``idx:last``        sorted set of live sids by last activity — ZCOUNT gives active sessions
+* ``idx:started``     sorted set of live sids by start — the absolute-timeout job reads it
+* ``idx:ended``       sorted set of recently ended sids by end time — every process reloads it
+* ``u:<user id>``     set of the user's live sids
+* ``dirty``           set of sids changed since the last sync
+* ``events``          the event stream (bounded)
+
+Counting never touches the keyspace (no KEYS, no SCAN): the indexes answer every question.
+Multi-key scripts build some key names inside Lua; on Redis Cluster the keys would need one
+hash tag (see README, "Scaling").
+"""
+
+import secrets
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from sessionhub.conf import get_settings
+from sessionhub.redis import get_redis
+from sessionhub.rediskeys import keys
+
+from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
+
+# session_duration_seconds buckets (the seed's); shared by the end script and the collector.
+DURATION_BUCKETS = (60, 300, 900, 3600, 86400)
+
+LUA_DIR = Path(__file__).parent / "lua"
+
+
+@cache
+def _script(name: str, client):
+    return client.register_script((LUA_DIR / f"{name}.lua").read_text())
+
+
+def script(name: str):
+    """A registered Lua script (EVALSHA, falling back to EVAL once after a Redis restart)."""
+    return _script(name, get_redis())
+
+
+def new_sid() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def hour_of(ts: float) -> int:
+    return int(ts // 3600 * 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    sid: str
+    user_id: int
+    started_at: float
+    last_active: float
+    api_call_count: int
+    ip: str
+    user_agent: str
+    ended_at: float | None
+    end_reason: str
+
+    @property
+    def is_ended(self) -> bool:
+        return self.ended_at is not None
+
+
+SESSION_FIELDS = ("u", "st", "la", "n", "ip", "ua", "end", "why")
+
+
+def parse_session(sid: str, values: list) -> LiveSession | None:
+    """A session from HMGET of SESSION_FIELDS; None when the hash does not exist."""
+    if values[0] is None:
+        return None
+    uid, st, la, n, ip, ua, end, why = values
+    return LiveSession(
+        sid=sid,
+        user_id=int(uid),
+        started_at=float(st),
+        last_active=float(la),
+        api_call_count=int(n or 0),
+        ip=(ip or b"").decode(),
+        user_agent=(ua or b"").decode("utf-8", "replace"),
+        ended_at=float(end) if end is not None else None,
+        end_reason=(why or b"").decode(),
+    )
+
+
+def start_args(
+    *, sid: str, user_id: int, started_at: float, ip: str, user_agent: str, username: str
+) -> tuple[list, list]:
+    event = event_payload(
+        EventType.LOGIN,
+        user_id=user_id,
+        username=username,
+        ip=ip,
+        user_agent=user_agent,
+        sid=sid,
+        occurred_at=started_at,
+    )
+    script_keys = [
+        keys.session(sid),
+        keys.active_index(),
+        keys.started_index(),
+        keys.user_sessions(user_id),
+        keys.dirty(),
+        keys.events(),
+        keys.stats(),
+    ]
+    args = [
+        sid,
+        user_id,
+        repr(started_at),
+        ip,
+        user_agent,
+        get_settings().EVENT_STREAM_MAXLEN,
+        event,
+    ]
+    return script_keys, args
+
+
+def start(**kwargs) -> None:
+    script_keys, args = start_args(**kwargs)
+    script("session_start")(keys=script_keys, args=args)
+
+
+def end(
+    *,
+    sid: str,
+    reason: EndReason,
+    ended_at: float,
+    actor_id: int | None = None,
+    idle_timeout: int | None = None,
+    client=None,
+):
+    """End one session exactly once. Returns the script's answer (1 ended now, 0 already,
+    -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
+    event = event_payload(END_EVENT_TYPE[reason], sid=sid, reason=str(reason), actor_id=actor_id)
+    script_keys = [
+        keys.session(sid),
+        keys.active_index(),
+        keys.started_index(),
+        keys.ended_index(),
+        keys.dirty(),
+        keys.events(),
+        keys.stats(),
+        keys.duration_histogram(),
+    ]
+    args = [
+        sid,
+        repr(ended_at),
+        str(reason),
+        keys.user_sessions(""),
+        get_settings().EVENT_STREAM_MAXLEN,
+        keys.revocations_channel(),
+        event,
+        "" if idle_timeout is None else idle_timeout,
+        repr(ended_at),
+        *DURATION_BUCKETS,
+    ]
+    return script("session_end")(keys=script_keys, args=args, client=client)
+
+
+def get(sid: str) -> LiveSession | None:
+    return parse_session(sid, get_redis().hmget(keys.session(sid), SESSION_FIELDS))
+
+
+def get_many(sids: list[str]) -> list[LiveSession]:
+    if not sids:
+        return []
+    pipe = get_redis().pipeline(transaction=False)
+    for sid in sids:
+        pipe.hmget(keys.session(sid), SESSION_FIELDS)
+    found = (parse_session(sid, values) for sid, values in zip(sids, pipe.execute(), strict=True))
+    return [session for session in found if session is not None]
+
+
+def user_sids(user_id: int) -> list[str]:
+    return sorted(member.decode() for member in get_redis().smembers(keys.user_sessions(user_id)))
+
+
+def recently_ended(since: float) -> dict[str, float]:
+    """Sids ended since ``since`` → end time: what every process must refuse."""
+    rows = get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True)
+    return {sid.decode(): score for sid, score in rows}
+
+
+def count_active(since: float) -> int:
+    return get_redis().zcount(keys.active_index(), since, "+inf")

@@ -1,0 +1,9 @@
+from celery import shared_task
+
+from accounts import services
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60, acks_late=True)
+def sessions_expire() -> dict[str, int]:
+    """End sessions past their idle/absolute timeout (idempotent: safe to run twice)."""
+    return services.sessions_expire_due()

@@ -1,0 +1,48 @@
+"""Redis unreachable is a designed state: the API keeps answering, health says so, no 500."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import livesessions
+from accounts.tracking import tracker
+from sessionhub.redis import get_redis
+from sessionhub.rediskeys import keys
+
+from .helpers import bearer, login, sid_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_redis_stopped_mid_test(private_redis, api_client, user, password, staff_user):
+    # A Redis that keeps its data across the restart (AOF, fsync always): nothing may be lost.
+    private_redis.stop()
+    private_redis.start("--appendonly", "yes", "--appendfsync", "always")
+    tokens = login(api_client, user.username, password).json()
+    assert api_client.get("/api/me/", **bearer(tokens["access"])).status_code == 200
+    assert tracker.flush()
+
+    private_redis.stop()
+    client = APIClient()
+    for _ in range(5):
+        assert client.get("/api/me/", **bearer(tokens["access"])).status_code == 200
+    assert client.get("/api/sessions/", **bearer(tokens["access"])).status_code in (200, 503)
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.json()["failing"] == ["redis"]
+    # Logging in keeps working too, and so does a wrong password (401, not 500).
+    during = login(client, staff_user.username, password)
+    assert during.status_code == 200
+    assert login(client, user.username, "wrong").status_code == 401
+    assert not tracker.flush()  # counts wait in memory
+
+    private_redis.start("--appendonly", "yes", "--appendfsync", "always")
+    tracker._redis_retry_at = 0
+    assert tracker.flush()
+    # The calls made during the outage arrive, and the session opened during it exists now.
+    # 1 before the outage + 5 /me + 1 /sessions (authenticated, then 503 for want of Redis).
+    assert livesessions.get(sid_of(tokens["access"])).api_call_count == 7
+    opened = livesessions.get(sid_of(during.json()["access"]))
+    assert opened is not None and opened.user_id == staff_user.pk
+    types = [entry[b"d"] for _, entry in get_redis().xrange(keys.events())]
+    assert any(b'"login_failed"' in entry for entry in types)
+    assert int(get_redis().hget(keys.stats(), "tracking_errors")) >= 1

@@ -1,0 +1,229 @@
+"""Live tracking: exact counts, timeouts on a controlled clock, revocation across processes."""
+
+import threading
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import livesessions, services
+from accounts.events import EndReason
+from accounts.tracking import Tracker, Verdict, tracker
+from sessionhub.redis import get_redis
+from sessionhub.rediskeys import keys
+
+from .helpers import bearer, live_session, login, sid_of
+
+pytestmark = pytest.mark.django_db
+
+
+def call(access: str, client: APIClient | None = None) -> int:
+    return (client or APIClient()).get("/api/sessions/", **bearer(access)).status_code
+
+
+def test_fifty_concurrent_requests_count_exactly_fifty(tokens):
+    statuses = []
+    barrier = threading.Barrier(10)
+
+    def worker():
+        client = APIClient()
+        barrier.wait()
+        statuses.extend(call(tokens["access"], client) for _ in range(5))
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 50
+    session = live_session(sid_of(tokens["access"]))
+    assert session.api_call_count == 50
+    hour = livesessions.hour_of(session.last_active)
+    assert int(get_redis().hget(keys.session(session.sid), f"h:{hour}")) == 50
+    assert int(get_redis().hget(keys.stats(), "api_calls")) == 50
+
+
+def test_flush_batch_is_applied_once_even_if_resent(tokens):
+    assert call(tokens["access"]) == 200
+    batch = tracker._take_batch()
+    assert tracker.flush()  # sends the in-flight batch
+    tracker._inflight = batch  # as if the reply had been lost: the same batch goes again
+    assert tracker.flush()
+    assert livesessions.get(sid_of(tokens["access"])).api_call_count == 1
+
+
+def test_active_sessions_are_counted_with_zcount(api_client, user, password, frozen_clock):
+    for _ in range(3):
+        login(api_client, user.username, password)
+    assert livesessions.count_active(frozen_clock.now - 300) == 3
+    frozen_clock.advance(301)
+    assert livesessions.count_active(frozen_clock.now - 300) == 0
+
+
+def test_idle_timeout_on_the_next_request(tokens, frozen_clock, settings):
+    assert call(tokens["access"]) == 200
+    last = frozen_clock.now
+    frozen_clock.advance(settings.SESSIONHUB["IDLE_TIMEOUT"] + 1)
+    assert call(tokens["access"]) == 401
+    session = live_session(sid_of(tokens["access"]))
+    assert session.end_reason == EndReason.IDLE_TIMEOUT
+    assert session.ended_at == pytest.approx(last + settings.SESSIONHUB["IDLE_TIMEOUT"])
+    assert session.api_call_count == 1
+
+
+def test_activity_just_inside_the_idle_timeout_keeps_the_session(tokens, frozen_clock, settings):
+    for _ in range(4):
+        frozen_clock.advance(settings.SESSIONHUB["IDLE_TIMEOUT"] - 1)
+        assert call(tokens["access"]) == 200
+
+
+def test_absolute_timeout_even_when_busy(tokens, frozen_clock, settings):
+    conf = settings.SESSIONHUB
+    started = float(int(frozen_clock.now))
+    steps = int(conf["ABSOLUTE_TIMEOUT"] // (conf["IDLE_TIMEOUT"] - 60))
+    for _ in range(steps):
+        assert call(tokens["access"]) == 200
+        frozen_clock.advance(conf["IDLE_TIMEOUT"] - 60)
+    frozen_clock.now = started + conf["ABSOLUTE_TIMEOUT"]
+    assert call(tokens["access"]) == 401
+    session = live_session(sid_of(tokens["access"]))
+    assert session.end_reason == EndReason.ABSOLUTE_TIMEOUT
+    assert session.ended_at == started + conf["ABSOLUTE_TIMEOUT"]
+
+
+def test_expiry_job_ends_abandoned_sessions_with_the_right_reason(
+    api_client, user, password, frozen_clock, settings
+):
+    idle_tokens = login(api_client, user.username, password).json()
+    frozen_clock.advance(settings.SESSIONHUB["IDLE_TIMEOUT"] - 10)
+    busy_tokens = login(api_client, user.username, password).json()
+    frozen_clock.advance(20)
+    assert services.sessions_expire_due() == {"idle_timeout": 1, "absolute_timeout": 0}
+    assert livesessions.get(sid_of(idle_tokens["access"])).end_reason == "idle_timeout"
+    assert not livesessions.get(sid_of(busy_tokens["access"])).is_ended
+    assert services.sessions_expire_due() == {"idle_timeout": 0, "absolute_timeout": 0}
+    assert get_redis().zcard(keys.active_index()) == 1
+
+
+def test_revoking_one_session_kills_its_access_token_at_once(api_client, user, password):
+    phone = login(api_client, user.username, password).json()
+    laptop = login(api_client, user.username, password).json()
+    listed = api_client.get("/api/sessions/", **bearer(laptop["access"])).json()
+    assert {row["sid"] for row in listed} == {sid_of(phone["access"]), sid_of(laptop["access"])}
+    assert [row["current"] for row in listed if row["sid"] == sid_of(laptop["access"])] == [True]
+    response = api_client.delete(
+        f"/api/sessions/{sid_of(phone['access'])}/", **bearer(laptop["access"])
+    )
+    assert response.status_code == 204
+    assert call(phone["access"]) == 401
+    assert call(laptop["access"]) == 200
+    refresh = api_client.post(
+        "/api/auth/token/refresh/", {"refresh": phone["refresh"]}, format="json"
+    )
+    assert refresh.status_code == 401
+    assert live_session(sid_of(phone["access"])).end_reason == EndReason.REVOKED
+
+
+def test_cannot_revoke_someone_elses_session(api_client, user, staff_user, password):
+    mine = login(api_client, user.username, password).json()
+    theirs = login(api_client, staff_user.username, password).json()
+    response = api_client.delete(
+        f"/api/sessions/{sid_of(theirs['access'])}/", **bearer(mine["access"])
+    )
+    assert response.status_code == 404
+    assert call(theirs["access"]) == 200
+
+
+def test_revoke_all_others(api_client, user, password):
+    sessions = [login(api_client, user.username, password).json() for _ in range(3)]
+    response = api_client.post("/api/sessions/revoke-others/", **bearer(sessions[0]["access"]))
+    assert response.json() == {"revoked": 2}
+    assert [call(s["access"]) for s in sessions] == [200, 401, 401]
+
+
+def test_an_end_in_another_process_reaches_this_one_by_pubsub(tokens):
+    """Two trackers stand for two web processes; one ends the session, the other refuses it."""
+    other = Tracker()
+    try:
+        assert other.wait_subscribed()
+        sid = sid_of(tokens["access"])
+        started = livesessions.get(sid).started_at
+        claims = {"sid": sid, "user_id": 1, "started_at": started, "ip": "", "user_agent": ""}
+        assert other.authorize(**claims) is Verdict.OK
+        services.session_end(sid=claims["sid"], reason=EndReason.REVOKED)
+        for _ in range(100):
+            if claims["sid"] in other._ended:
+                break
+            threading.Event().wait(0.02)
+        assert other.authorize(**claims) is Verdict.ENDED
+    finally:
+        other._stop.set()
+
+
+def test_a_process_that_reconnects_reloads_recent_ends(tokens):
+    sid = sid_of(tokens["access"])
+    services.session_end(sid=sid, reason=EndReason.REVOKED)
+    late = Tracker()  # starts after the end: it never saw the message, only the reload
+    try:
+        assert late.wait_subscribed()
+        verdict = late.authorize(
+            sid=sid, user_id=1, started_at=livesessions.get(sid).started_at, ip="", user_agent=""
+        )
+        assert verdict is Verdict.ENDED
+    finally:
+        late._stop.set()
+
+
+def test_password_change_ends_every_session(
+    django_capture_on_commit_callbacks, api_client, user, password
+):
+    sessions = [login(api_client, user.username, password).json() for _ in range(2)]
+    with django_capture_on_commit_callbacks(execute=True):
+        user.set_password("a brand new passphrase")
+        user.save()
+    assert [call(s["access"]) for s in sessions] == [401, 401]
+    for s in sessions:
+        assert live_session(sid_of(s["access"])).end_reason == EndReason.PASSWORD_CHANGED
+
+
+def test_deactivation_ends_every_session(
+    django_capture_on_commit_callbacks, api_client, user, password
+):
+    tokens = login(api_client, user.username, password).json()
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save()
+    assert call(tokens["access"]) == 401
+    assert live_session(sid_of(tokens["access"])).end_reason == EndReason.USER_DISABLED
+
+
+def test_a_login_rehashing_the_password_ends_nothing(
+    django_capture_on_commit_callbacks, api_client, user, password, settings
+):
+    tokens = login(api_client, user.username, password).json()
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert login(api_client, user.username, password).status_code == 200
+    user.refresh_from_db()
+    assert user.password.startswith("pbkdf2_sha256$")
+    assert call(tokens["access"]) == 200
+
+
+def test_staff_can_end_all_sessions(api_client, user, staff_user, password):
+    sessions = [
+        login(api_client, name, password).json()
+        for name in (user.username, staff_user.username, user.username)
+    ]
+    assert services.sessions_end_all(actor_id=staff_user.pk) == 3
+    assert [call(s["access"]) for s in sessions] == [401, 401, 401]
+    assert get_redis().zcard(keys.active_index()) == 0
+
+
+def test_ending_twice_is_recorded_once(tokens):
+    sid = sid_of(tokens["access"])
+    assert services.session_end(sid=sid, reason=EndReason.REVOKED) is True
+    assert services.session_end(sid=sid, reason=EndReason.REVOKED) is False
+    assert int(get_redis().hget(keys.duration_histogram(), "count")) == 1
+    assert int(get_redis().hget(keys.stats(), "sessions_ended:revoked")) == 1
