@@ -17,6 +17,28 @@ def redis_clean():
     client.flushdb()
 
 
+@pytest.fixture(autouse=True)
+def fresh_tracker():
+    """This process's session tracker starts every test knowing nothing."""
+    from accounts.tracking import tracker
+
+    tracker.reset()
+    yield tracker
+    tracker.flush()
+    tracker.reset()
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """Session logic's clock, moved by hand (sessionhub.clock.now)."""
+    from accounts.tests.helpers import FrozenClock
+    from sessionhub import clock
+
+    frozen = FrozenClock(clock.now())
+    monkeypatch.setattr(clock, "now", frozen)
+    return frozen
+
+
 @pytest.fixture
 def api_client():
     return APIClient()
@@ -109,5 +131,78 @@ def private_redis(tmp_path, unused_tcp_port, settings):
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "LOCATION": server.url},
     }
+    yield server
+    server.stop()
+
+
+class Gunicorn:
+    """The app under gunicorn with several workers, on the test database and test Redis."""
+
+    def __init__(self, port: int, multiproc_dir, workers: int = 2) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.multiproc_dir = multiproc_dir
+        self.workers = workers
+        self.process = None
+
+    def start(self, extra_env: dict | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        from django.conf import settings as django_settings
+        from django.db import connection
+
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sessionhub.settings.test",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "REDIS_URL": django_settings.REDIS_URL,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_ACCESS_LOG": "",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+            **(extra_env or {}),
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "sessionhub.wsgi",
+                "--config",
+                "sessionhub/gunicorn.py",
+            ],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(self.process.stderr.read().decode()) from None
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer within 30 s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def gunicorn_server(unused_tcp_port, tmp_path):
+    server = Gunicorn(unused_tcp_port, tmp_path / "prometheus-multiproc")
     yield server
     server.stop()

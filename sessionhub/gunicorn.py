@@ -1,18 +1,44 @@
-"""gunicorn configuration shared by `make run` and the container."""
+"""gunicorn configuration shared by `make run` and the container.
+
+Metrics under several workers: django-prometheus' counters live in each worker, so they run in
+prometheus_client's multiprocess mode — every worker writes its figures to files in
+PROMETHEUS_MULTIPROC_DIR and any worker answering /metrics merges them. The directory is wiped
+when the master starts (stale files from an earlier run would be summed in forever), and a
+dead worker's live gauges are dropped. No `max_requests`: each recycled worker would leave
+files behind, and scrape time grows with their number.
+"""
 
 import os
+import shutil
+from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 timeout = 30
 graceful_timeout = 20
-accesslog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 # No client IPs or tokens in the access log: method, path, status, size and time only.
 access_log_format = '"%(r)s" %(s)s %(b)s %(M)sms'
 
+MULTIPROC_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    str(Path(__file__).resolve().parent.parent / ".local" / "prometheus-multiproc"),
+)
+
+
+def on_starting(server):
+    shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+    os.makedirs(MULTIPROC_DIR, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
 
 def worker_exit(server, worker):
-    """Flush the worker's pending session counts before it goes (graceful stop, max_requests)."""
+    """Flush the worker's pending session counts before it goes (graceful stop)."""
     from accounts.tracking import tracker
 
     tracker.shutdown()

@@ -56,6 +56,9 @@ class _Keys:
     def duration_histogram(self) -> str:
         return f"{self.prefix}:hist:duration"
 
+    def task_histogram(self, task_name: str) -> str:
+        return f"{self.prefix}:hist:task:{task_name}"
+
     def sync_lock(self) -> str:
         return f"{self.prefix}:lock:sync"
 

@@ -1,24 +1,6 @@
 import pytest
 
-from accounts.tracking import tracker
-from sessionhub import clock
-
-from .helpers import FrozenClock, login
-
-
-@pytest.fixture(autouse=True)
-def fresh_tracker():
-    tracker.reset()
-    yield tracker
-    tracker.flush()
-    tracker.reset()
-
-
-@pytest.fixture
-def frozen_clock(monkeypatch):
-    frozen = FrozenClock(clock.now())
-    monkeypatch.setattr(clock, "now", frozen)
-    return frozen
+from .helpers import login
 
 
 @pytest.fixture
