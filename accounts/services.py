@@ -82,10 +82,15 @@ def _issue(user_id: int, sid: str, session_started: int) -> RefreshToken:
 
 
 def _cap_expiry(refresh: RefreshToken, session_started: int) -> None:
-    """A refresh token never outlives its session's absolute timeout."""
-    absolute_end = session_started + get_settings().ABSOLUTE_TIMEOUT
-    if refresh["exp"] > absolute_end:
-        refresh["exp"] = absolute_end
+    """A refresh token never outlives its session's absolute timeout.
+
+    The session's remaining life is measured on the session clock and added to the token's
+    own issue time, so the cap holds whichever clock the token library reads.
+    """
+    remaining = session_started + get_settings().ABSOLUTE_TIMEOUT - clock.now()
+    cap = refresh["iat"] + max(int(remaining), 0)
+    if refresh["exp"] > cap:
+        refresh["exp"] = cap
 
 
 def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPair:

@@ -6,4 +6,14 @@ class AnalyticsConfig(AppConfig):
     verbose_name = "Analytics"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from . import celery_signals  # noqa: F401 - connects the task signal handlers
+
+        post_migrate.connect(_thresholds_after_migrate, sender=self)
+
+
+def _thresholds_after_migrate(**kwargs) -> None:
+    from .services import thresholds_sync
+
+    thresholds_sync()

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -208,6 +209,27 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    "audit-sync": {
+        "task": "audit.tasks.sync_sessions",
+        "schedule": env.float("SYNC_INTERVAL", default=10.0),
+        # A run that could not start within one interval is superseded by the next one.
+        "options": {"expires": env.float("SYNC_INTERVAL", default=10.0)},
+    },
+    "analytics-refresh": {
+        "task": "analytics.tasks.refresh_analytics",
+        "schedule": env.float("ANALYTICS_REFRESH_INTERVAL", default=60.0),
+        "options": {"expires": 60},
+    },
+    "audit-prune": {
+        "task": "audit.tasks.prune_audit",
+        "schedule": 24 * 3600,
+        "options": {"expires": 3600},
+    },
+    "tokens-flush": {
+        "task": "audit.tasks.flush_expired_tokens",
+        "schedule": 6 * 3600,
+        "options": {"expires": 3600},
+    },
     "sessions-expire": {
         "task": "accounts.tasks.sessions_expire",
         "schedule": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),

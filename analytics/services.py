@@ -1,0 +1,48 @@
+"""Writes of the analytics layer: thresholds for the views, and the rollup refresh."""
+
+import time
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from sessionhub.conf import get_settings
+
+# In dependency order: each reads the one before.
+MATERIALIZED_VIEWS = ("analytics_user_day", "analytics_user_stats", "analytics_daily")
+
+
+def thresholds_sync() -> None:
+    """Copy the configured thresholds where the SQL views (and Grafana) can read them."""
+    conf = get_settings()
+    values = {
+        "active_window_seconds": conf.ACTIVE_WINDOW,
+        "recent_window_seconds": conf.RECENT_WINDOW,
+        "idle_user_days": conf.IDLE_USER_DAYS,
+    }
+    with connection.cursor() as cursor:
+        for name, value in values.items():
+            cursor.execute(
+                "INSERT INTO analytics_setting (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value "
+                "WHERE analytics_setting.value IS DISTINCT FROM EXCLUDED.value",
+                [name, value],
+            )
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    seconds: dict[str, float]
+
+
+def analytics_refresh(*, progress=None) -> RefreshResult:
+    """Refresh the rollups CONCURRENTLY: readers keep the old rows until the new ones commit."""
+    thresholds_sync()
+    timings = {}
+    for name in MATERIALIZED_VIEWS:
+        started = time.monotonic()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {name}")
+        timings[name] = time.monotonic() - started
+        if progress:
+            progress(name, timings[name])
+    return RefreshResult(timings)

@@ -1,0 +1,135 @@
+"""The audit trail in PostgreSQL, written in bulk by the sync from Redis (audit.services)."""
+
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+
+from accounts.events import EndReason, EventType
+
+
+class AuditSession(models.Model):
+    """One login. Counts are absolute (copied, not added), so a replayed sync writes the same."""
+
+    sid = models.CharField(primary_key=True, max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="audit_sessions"
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    last_active = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    api_call_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "audit_session"
+        indexes = [
+            models.Index(fields=["user", "-last_active"], name="audit_session_user_last"),
+            models.Index(fields=["-last_active"], name="audit_session_last_active"),
+            models.Index(
+                fields=["-ended_at"],
+                name="audit_session_ended",
+                condition=models.Q(ended_at__isnull=False),
+            ),
+            models.Index(
+                fields=["-last_active"],
+                name="audit_session_open",
+                condition=models.Q(ended_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.sid
+
+
+class AuditSessionHour(models.Model):
+    """API calls of one session in one hour: what windows (24 h, 7 d, 30 d) are summed from."""
+
+    pk = models.CompositePrimaryKey("session_id", "hour")
+    session = models.ForeignKey(AuditSession, on_delete=models.CASCADE, related_name="hours")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    api_calls = models.BigIntegerField()
+
+    class Meta:
+        db_table = "audit_session_hour"
+        indexes = [models.Index(fields=["hour", "user"], name="audit_hour_hour_user")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} @ {self.hour:%Y-%m-%d %H:00}"
+
+
+class AuditUserActivity(models.Model):
+    """First and last activity of each user, kept by the sync with LEAST/GREATEST."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    first_active = models.DateTimeField()
+    last_active = models.DateTimeField()
+
+    class Meta:
+        db_table = "audit_user_activity"
+        indexes = [models.Index(fields=["last_active"], name="audit_user_last_active")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} last active {self.last_active:%Y-%m-%d %H:%M}"
+
+
+class AuditEvent(models.Model):
+    """A security or session event. `stream_id` (its Redis stream id) makes delivery idempotent."""
+
+    stream_id = models.CharField(max_length=32, unique=True)
+    event_type = models.CharField(max_length=32, choices=EventType.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="As typed at login.")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    session_id = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=32, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The admin who did it, for admin actions.",
+    )
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "audit_event"
+        indexes = [
+            BrinIndex(fields=["occurred_at"], name="audit_event_occurred_brin"),
+            models.Index(fields=["event_type", "occurred_at"], name="audit_event_type_time"),
+            models.Index(fields=["user", "-occurred_at"], name="audit_event_user_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.stream_id}"
+
+
+class SyncCursor(models.Model):
+    """How far the event stream has been copied; moved in the same transaction as the rows."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    last_ms = models.BigIntegerField(default=0)
+    last_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "audit_sync_cursor"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.stream_id}"
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.last_ms}-{self.last_seq}"

@@ -1,0 +1,39 @@
+import redis
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from audit import services
+
+# Outages we wait out; anything else is a bug and must not be retried in a loop.
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,  # safe: the sync is idempotent, a redelivery changes nothing
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+    soft_time_limit=110,
+    time_limit=120,
+)
+def sync_sessions(self) -> dict:
+    result = services.sync_run()
+    return {"sessions": result.sessions, "events": result.events, "skipped": result.skipped}
+
+
+@shared_task(acks_late=True, soft_time_limit=3000, time_limit=3600)
+def prune_audit() -> dict:
+    from datetime import timedelta
+
+    from sessionhub.conf import get_settings
+
+    result = services.audit_prune(older_than=timedelta(days=get_settings().AUDIT_RETENTION_DAYS))
+    return {"events": result.events, "sessions": result.sessions}
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=360)
+def flush_expired_tokens() -> int:
+    return services.outstanding_tokens_flush()
