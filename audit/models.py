@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
+from django.db.models.functions import Upper
 
 from accounts.events import EndReason, EventType
 
@@ -24,6 +25,8 @@ class AuditSession(models.Model):
 
     class Meta:
         db_table = "audit_session"
+        verbose_name = "session"
+        verbose_name_plural = "session history"
         indexes = [
             models.Index(fields=["user", "-last_active"], name="audit_session_user_last"),
             models.Index(fields=["-last_active"], name="audit_session_last_active"),
@@ -110,6 +113,8 @@ class AuditEvent(models.Model):
             BrinIndex(fields=["occurred_at"], name="audit_event_occurred_brin"),
             models.Index(fields=["event_type", "occurred_at"], name="audit_event_type_time"),
             models.Index(fields=["user", "-occurred_at"], name="audit_event_user_time"),
+            # Failed logins name the username as typed; the per-user timeline finds them.
+            models.Index(Upper("username"), name="audit_event_username_ci"),
         ]
 
     def __str__(self) -> str:

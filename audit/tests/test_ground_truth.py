@@ -19,55 +19,14 @@ from django.db import connection
 
 from audit.models import AuditEvent, AuditSession
 
-from .workload import Workload
+from .workload import NOW, build_world
 
 pytestmark = pytest.mark.django_db
-
-NOW = "2026-11-20T14:30:00"
 
 
 @pytest.fixture
 def world(django_user_model, password, frozen_clock):
-    make = django_user_model.objects.create_user
-    users = {
-        name: make(username=name, password=password) for name in ("alice", "bob", "carol", "dave")
-    }
-    users["erin"] = make(username="erin", password=password, is_active=False)
-    w = Workload(frozen_clock, password)
-
-    carol = w.login(users["carol"], "2026-10-11T08:00:00")
-    w.calls(carol, 5, "2026-10-11T08:01:00")
-    w.expire("2026-10-11T09:00:00")
-
-    bob1 = w.login(users["bob"], "2026-11-10T09:00:00")
-    w.calls(bob1, 40, "2026-11-10T09:20:00")
-    w.sync_and_refresh("2026-11-10T09:45:00")  # a sync in the middle changes nothing
-    w.expire("2026-11-10T10:30:00")
-
-    alice1 = w.login(users["alice"], "2026-11-18T10:00:00")
-    w.calls(alice1, 100, "2026-11-18T10:10:00")
-    w.calls(alice1, 50, "2026-11-18T10:35:00")
-    w.logout(alice1, "2026-11-18T10:40:00")
-
-    bob2 = w.login(users["bob"], "2026-11-19T20:00:00")
-    w.calls(bob2, 10, "2026-11-19T20:05:00")
-    w.logout(bob2, "2026-11-19T20:10:00")
-
-    alice2 = w.login(users["alice"], "2026-11-20T13:00:00")
-    w.calls(alice2, 30, "2026-11-20T13:05:00")
-    w.calls(alice2, 10, "2026-11-20T13:30:00")
-    statuses = [
-        w.fail(f"u{n:02d}", f"2026-11-20T13:40:{n:02d}", "203.0.113.9", "stuffer/1.0")
-        for n in range(25)
-    ]
-    assert statuses == [401] * 20 + [429] * 5
-    w.calls(alice2, 10, "2026-11-20T13:55:00")
-    for minute in range(3):
-        w.fail("alice", f"2026-11-20T14:0{minute}:00", "198.51.100.4", "client/1")
-    w.calls(alice2, 20, "2026-11-20T14:10:00")
-
-    w.sync_and_refresh(NOW)
-    return users
+    return build_world(django_user_model, password, frozen_clock)
 
 
 def query(sql: str, params=()) -> list[tuple]:

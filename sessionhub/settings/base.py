@@ -23,13 +23,14 @@ TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="")
 
 INSTALLED_APPS = [
     "django_prometheus",
-    "django.contrib.admin",
+    "sessionhub.apps.SessionhubAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django.contrib.humanize",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",

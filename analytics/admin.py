@@ -1,0 +1,129 @@
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from .admin_tools import CsvExportMixin, ReportAdmin
+from .models import IdleUser, PowerUser, SuspiciousIp, UserActivity
+
+
+def user_link(user_id: int, username: str) -> str:
+    url = reverse("admin:analytics_user_detail", args=[user_id])
+    return format_html('<a href="{}">{}</a>', url, username)
+
+
+class WindowFilter(admin.SimpleListFilter):
+    title = "window"
+    parameter_name = "window"
+
+    def lookups(self, request, model_admin):
+        return [("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+
+    def choices(self, changelist):
+        # No "All": the windows overlap, so mixing them would count the same calls thrice.
+        current = self.value() or "24h"
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() if self.value() in {"24h", "7d", "30d"} else "24h"
+        return queryset.filter(window=value)
+
+
+@admin.register(PowerUser)
+class PowerUserAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("user_link", "api_calls", "days_active_30d", "last_active")
+    list_filter = (WindowFilter,)
+    search_fields = ("username",)
+    ordering = ("-api_calls", "user_id")
+    sortable_by = ("api_calls", "days_active_30d", "last_active")
+    csv_fields = ("window", "user_id", "username", "api_calls", "days_active_30d", "last_active")
+
+    @admin.display(description="user", ordering="username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.username)
+
+
+class IdleForFilter(admin.SimpleListFilter):
+    title = "idle for"
+    parameter_name = "idle"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("7", "7 days or more"),
+            ("30", "30 days or more"),
+            ("90", "90 days or more"),
+            ("never", "never active"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "never":
+            return queryset.filter(never_active=True)
+        if self.value() in {"7", "30", "90"}:
+            days = int(self.value())
+            return queryset.filter(idle_days__gte=days) | queryset.filter(never_active=True)
+        return queryset
+
+
+@admin.register(IdleUser)
+class IdleUserAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("user_link", "email", "last_active", "idle_days", "never_active", "date_joined")
+    list_filter = (IdleForFilter,)
+    search_fields = ("username", "email")
+    ordering = ("-idle_days", "user_id")
+    csv_fields = (
+        "user_id",
+        "username",
+        "email",
+        "last_active",
+        "idle_days",
+        "never_active",
+        "date_joined",
+    )
+
+    @admin.display(description="user", ordering="username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.username)
+
+
+@admin.register(UserActivity)
+class UserActivityAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = (
+        "user_link",
+        "status",
+        "last_active",
+        "api_calls_24h",
+        "api_calls_7d",
+        "api_calls_30d",
+        "days_active_30d",
+    )
+    list_filter = ("status", "never_active", "is_active")
+    search_fields = ("username", "email")
+    ordering = ("-api_calls_24h", "user_id")
+    csv_fields = (
+        "user_id",
+        "username",
+        "email",
+        "status",
+        "first_active",
+        "last_active",
+        "api_calls_24h",
+        "api_calls_7d",
+        "api_calls_30d",
+        "days_active_30d",
+    )
+
+    @admin.display(description="user", ordering="username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.username)
+
+
+@admin.register(SuspiciousIp)
+class SuspiciousIpAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
+    search_fields = ("user_agent",)
+    ordering = ("-usernames_tried", "-attempts")
+    csv_fields = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")

@@ -1,0 +1,90 @@
+"""Admin building blocks shared by the report pages: read-only access, bounded counts, CSV."""
+
+import csv
+
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.urls import path
+from django.utils.functional import cached_property
+
+VIEW_PERM = "analytics.view_analytics"
+CSV_ROW_LIMIT = 100_000
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP + 1 rows (`SELECT count(*) FROM (… LIMIT n)`), so a page view never
+    counts ten million events; beyond the cap the admin says "10,000+" pages' worth."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
+class ReportAdmin:
+    """A read-only report: needs staff status plus the analytics permission."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = None
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+class CsvExportMixin:
+    """An "Export CSV" button exporting the changelist as filtered, searched and sorted."""
+
+    csv_fields: tuple[str, ...] = ()
+    change_list_template = "admin/analytics/change_list_csv.html"
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_csv),
+                name="{}_{}_export_csv".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def csv_value(self, obj, name: str):
+        value = getattr(obj, name)
+        return value() if callable(value) else value
+
+    def export_csv(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        queryset = changelist.get_queryset(request)[:CSV_ROW_LIMIT]
+        writer = csv.writer(_Echo())
+
+        def rows():
+            yield writer.writerow(self.csv_fields)
+            for obj in queryset.iterator(chunk_size=2000):
+                yield writer.writerow([self.csv_value(obj, name) for name in self.csv_fields])
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{self.opts.model_name}.csv"'
+        return response

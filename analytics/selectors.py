@@ -1,0 +1,280 @@
+"""Reads behind the admin's analytics pages: the SQL views (as Grafana reads them) and Redis.
+
+Each function makes a fixed, small number of queries whatever the data size; the admin tests
+assert those numbers.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from accounts import livesessions, throttling
+from accounts.events import EventType
+from accounts.selectors import session_status
+from audit.models import AuditEvent, AuditSession
+from sessionhub import clock
+from sessionhub.conf import get_settings
+from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
+from sessionhub.rediskeys import keys
+
+from .models import DailyRollup, UserActivity
+
+
+def _rows(sql: str, params=()) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+@dataclass
+class LiveFigures:
+    available: bool
+    active_now: int = 0
+    sync_lag_seconds: float = 0.0
+    sync_backlog: int = 0
+
+
+def live_figures() -> LiveFigures:
+    """Active sessions and sync lag straight from Redis (one round trip)."""
+    now = clock.now()
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.zcount(keys.active_index(), now - get_settings().ACTIVE_WINDOW, "+inf")
+        pipe.xrange(keys.events(), count=1)
+        pipe.scard(keys.dirty())
+        pipe.scard(keys.dirty_inflight())
+        active, oldest, dirty, inflight = pipe.execute()
+    except REDIS_UNAVAILABLE:
+        return LiveFigures(available=False)
+    lag = now - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
+    return LiveFigures(True, active, max(lag, 0.0), dirty + inflight)
+
+
+@dataclass
+class Overview:
+    live: LiveFigures
+    today: DailyRollup | None
+    api_calls_24h: int
+    failed_logins_1h: int
+    daily: list[DailyRollup]
+    sessions_by_status: list[tuple[str, int]]
+    durations: list[tuple[str, int]]
+    failed_by_hour: list[tuple[datetime, int]]
+    rollup_days: int = field(default=30)
+
+
+def overview() -> Overview:
+    """Everything on the admin's front page: 6 SQL queries and 1 Redis round trip."""
+    since = clock.to_datetime(clock.now()) - timedelta(hours=1)
+    daily = list(DailyRollup.objects.order_by("-day")[:30])[::-1]
+    [(calls_24h,)] = _rows("SELECT coalesce(sum(api_calls_24h), 0) FROM analytics_user_stats")
+    failed_1h = AuditEvent.objects.filter(
+        event_type=EventType.LOGIN_FAILED, occurred_at__gte=since
+    ).count()
+    by_status = _rows("SELECT status, sessions FROM analytics_sessions_by_status")
+    durations = _rows("SELECT bucket, sessions FROM analytics_session_durations ORDER BY ord")
+    failed_by_hour = _rows(
+        "SELECT hour, sum(failures) FROM analytics_failed_logins_hourly "
+        "WHERE hour >= analytics_now() - interval '24 hours' GROUP BY hour ORDER BY hour"
+    )
+    return Overview(
+        live=live_figures(),
+        today=daily[-1] if daily else None,
+        api_calls_24h=int(calls_24h),
+        failed_logins_1h=failed_1h,
+        daily=daily,
+        sessions_by_status=by_status,
+        durations=durations,
+        failed_by_hour=failed_by_hour,
+    )
+
+
+# --- live sessions (Redis) -------------------------------------------------------------------
+
+
+@dataclass
+class LiveRow:
+    session: livesessions.LiveSession
+    username: str
+    status: str
+
+
+@dataclass
+class LivePage:
+    rows: list[LiveRow]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+STATUS_BOUNDS = ("active_now", "recent", "idle")
+
+
+def _score_range(status: str | None, now: float) -> tuple[str, str]:
+    conf = get_settings()
+    active, recent = now - conf.ACTIVE_WINDOW, now - conf.RECENT_WINDOW
+    return {
+        None: ("+inf", "-inf"),
+        "active_now": ("+inf", f"{active}"),
+        "recent": (f"({active}", f"{recent}"),
+        "idle": (f"({recent}", "-inf"),
+    }[status]
+
+
+def live_sessions_page(
+    *, status: str | None = None, user_id: int | None = None, page: int = 1, per_page: int = 50
+) -> LivePage:
+    """Live sessions, most recently active first: ZREVRANGEBYSCORE pages, never a scan."""
+    client = get_redis()
+    now = clock.now()
+    if user_id is not None:
+        sids = livesessions.user_sids(user_id)
+        sessions = sorted(livesessions.get_many(sids), key=lambda s: -s.last_active)
+        sessions = [
+            s
+            for s in sessions
+            if not s.is_ended and (status is None or session_status(s.last_active, now) == status)
+        ]
+        total = len(sessions)
+        sessions = sessions[(page - 1) * per_page : page * per_page]
+    else:
+        high, low = _score_range(status, now)
+        total = client.zcount(keys.active_index(), low, high)
+        sids = [
+            sid.decode()
+            for sid in client.zrevrangebyscore(
+                keys.active_index(), high, low, start=(page - 1) * per_page, num=per_page
+            )
+        ]
+        sessions = livesessions.get_many(sids)
+    names = dict(
+        get_user_model()
+        .objects.filter(pk__in={s.user_id for s in sessions})
+        .values_list("pk", "username")
+    )
+    rows = [
+        LiveRow(s, names.get(s.user_id, f"#{s.user_id}"), session_status(s.last_active, now))
+        for s in sessions
+    ]
+    return LivePage(rows, total, page, per_page)
+
+
+# --- security --------------------------------------------------------------------------------
+
+
+@dataclass
+class Security:
+    failed_by_hour: list[tuple[datetime, str, int]]
+    suspicious: list[tuple]
+    lockouts: list[throttling.Lockout]
+    lockouts_available: bool
+
+
+def security(*, hours: int = 24, top: int = 20) -> Security:
+    failed = _rows(
+        "SELECT hour, reason, failures FROM analytics_failed_logins_hourly "
+        "WHERE hour >= analytics_now() - make_interval(hours => %s) ORDER BY hour, reason",
+        [hours],
+    )
+    suspicious = _rows(
+        "SELECT host(ip), user_agent, attempts, usernames_tried, first_seen, last_seen "
+        "FROM analytics_suspicious_ips ORDER BY usernames_tried DESC, attempts DESC LIMIT %s",
+        [top],
+    )
+    try:
+        lockouts, available = throttling.lockouts_current(now=clock.now()), True
+    except REDIS_UNAVAILABLE:
+        lockouts, available = [], False
+    return Security(failed, suspicious, lockouts, available)
+
+
+# --- one user --------------------------------------------------------------------------------
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str
+    detail: str
+    ip: str = ""
+    user_agent: str = ""
+
+
+@dataclass
+class UserDetail:
+    user: object
+    activity: UserActivity | None
+    live: list[LiveRow]
+    live_available: bool
+    sessions: list[AuditSession]
+    timeline: list[TimelineEntry]
+    daily_calls: list[tuple[date, int]]
+
+
+def user_detail(*, user_id: int, limit: int = 200) -> UserDetail:
+    """One user's figures, live sessions and a single timeline of sessions and events."""
+    user = get_user_model().objects.get(pk=user_id)
+    activity = UserActivity.objects.filter(user_id=user_id).first()
+    sessions = list(AuditSession.objects.filter(user_id=user_id).order_by("-started_at")[:limit])
+    events = list(
+        AuditEvent.objects.filter(user_id=user_id)
+        .union(AuditEvent.objects.filter(user__isnull=True, username__iexact=user.username))
+        .order_by("-occurred_at")[:limit]
+    )
+    daily_calls = _rows(
+        "SELECT day, api_calls FROM analytics_user_day WHERE user_id = %s "
+        "AND day >= analytics_utc_today() - 29 ORDER BY day",
+        [user_id],
+    )
+    try:
+        live = live_sessions_page(user_id=user_id, per_page=100).rows
+        live_available = True
+    except REDIS_UNAVAILABLE:
+        live, live_available = [], False
+    # Sessions tell their own start and end (with their call counts); the events add the rest:
+    # refreshes, failed logins, lock-outs, and who revoked a session.
+    redundant = {EventType.LOGIN, EventType.LOGOUT, EventType.SESSION_EXPIRED}
+    actors = dict(
+        get_user_model()
+        .objects.filter(pk__in={e.actor_id for e in events if e.actor_id})
+        .values_list("pk", "username")
+    )
+    timeline = [
+        TimelineEntry(
+            e.occurred_at,
+            e.get_event_type_display(),
+            f"{e.reason} by {actors.get(e.actor_id)}" if e.actor_id else e.reason,
+            str(e.ip or ""),
+            e.user_agent,
+        )
+        for e in events
+        if e.event_type not in redundant
+    ]
+    for s in sessions:
+        timeline.append(
+            TimelineEntry(
+                s.started_at,
+                "Session started",
+                f"{s.api_call_count:,} API calls",
+                str(s.ip or ""),
+                s.user_agent,
+            )
+        )
+        if s.ended_at:
+            timeline.append(
+                TimelineEntry(
+                    s.ended_at,
+                    "Session ended",
+                    s.get_end_reason_display(),
+                    str(s.ip or ""),
+                    s.user_agent,
+                )
+            )
+    timeline.sort(key=lambda entry: entry.at, reverse=True)
+    return UserDetail(user, activity, live, live_available, sessions, timeline[:limit], daily_calls)

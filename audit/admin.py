@@ -1,0 +1,95 @@
+from django.contrib import admin
+
+from analytics.admin import user_link
+from analytics.admin_tools import CsvExportMixin, ReportAdmin
+
+from .models import AuditEvent, AuditSession
+
+
+class EndedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("ended", "Ended"), ("open", "Open")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "ended":
+            return queryset.filter(ended_at__isnull=False)
+        if self.value() == "open":
+            return queryset.filter(ended_at__isnull=True)
+        return queryset
+
+
+@admin.register(AuditSession)
+class SessionHistoryAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = (
+        "short_sid",
+        "user_link",
+        "ip",
+        "started_at",
+        "last_active",
+        "ended_at",
+        "duration",
+        "end_reason",
+        "api_call_count",
+    )
+    list_filter = (EndedFilter, "end_reason")
+    search_fields = ("user__username", "sid")
+    ordering = ("-started_at",)
+    list_select_related = ("user",)
+    csv_fields = (
+        "sid",
+        "user_id",
+        "username",
+        "ip",
+        "user_agent",
+        "started_at",
+        "last_active",
+        "ended_at",
+        "duration_seconds",
+        "end_reason",
+        "api_call_count",
+    )
+
+    @admin.display(description="session")
+    def short_sid(self, obj):
+        return obj.sid[:10]
+
+    @admin.display(description="user", ordering="user__username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.user.username)
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        seconds = int((obj.last_active - obj.started_at).total_seconds())
+        hours, rest = divmod(seconds, 3600)
+        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+    def csv_value(self, obj, name):
+        if name == "username":
+            return obj.user.username
+        if name == "duration_seconds":
+            return int((obj.last_active - obj.started_at).total_seconds())
+        return super().csv_value(obj, name)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("occurred_at", "event_type", "user", "username", "ip", "reason", "actor")
+    list_filter = ("event_type", "reason")
+    search_fields = ("username", "session_id")
+    ordering = ("-occurred_at",)
+    list_select_related = ("user", "actor")
+    csv_fields = (
+        "occurred_at",
+        "event_type",
+        "user_id",
+        "username",
+        "ip",
+        "user_agent",
+        "session_id",
+        "reason",
+        "actor_id",
+        "stream_id",
+    )
