@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import path, reverse
 
+REPORT_APPS = {"analytics", "audit"}
+
 
 class SessionhubAdminSite(admin.AdminSite):
     site_header = "sessionhub"
@@ -17,7 +19,8 @@ class SessionhubAdminSite(admin.AdminSite):
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)
         if app_label is None and request.user.has_perm("analytics.view_analytics"):
-            apps.insert(0, _reports_app())
+            # The reports replace the raw listing of the analytics and audit models.
+            apps = [_reports_app()] + [a for a in apps if a["app_label"] not in REPORT_APPS]
         return apps
 
     def get_urls(self):

@@ -3,6 +3,7 @@ security, one user. Thin: permissions, forms and rendering; the reads are in sel
 writes in accounts.services."""
 
 import csv
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -71,10 +72,20 @@ def overview_context(request) -> dict:
             "Duration of sessions ended in the last 30 days",
         ),
         "failed_chart": charts.bar_chart(
-            [point(f"{hour:%H:00}", n) for hour, n in data.failed_by_hour],
+            [point(f"{hour:%H:00}", n) for hour, n in _every_hour(data.failed_by_hour, 24)],
             "Failed logins per hour, last 24 hours",
         ),
     }
+
+
+def _every_hour(counts: list[tuple], hours: int) -> list[tuple]:
+    """Hourly counts with the empty hours filled in, oldest first, ending this hour."""
+    by_hour = dict(counts)
+    end = clock.to_datetime(clock.now()).replace(minute=0, second=0, microsecond=0)
+    return [
+        (end - timedelta(hours=h), by_hour.get(end - timedelta(hours=h), 0))
+        for h in range(hours - 1, -1, -1)
+    ]
 
 
 # --- live sessions -------------------------------------------------------------------------
@@ -123,12 +134,15 @@ def _live_sessions_action(request):
     actor = request.user.pk
     if action == "end_selected":
         sids = request.POST.getlist("sid")[:1000]
-        ended = sum(account_services.session_end(sid=sid, reason=EndReason.REVOKED,
-                                                 actor_id=actor) for sid in sids)  # fmt: skip
+        ended = sum(
+            account_services.session_end(sid=sid, reason=EndReason.REVOKED, actor_id=actor)
+            for sid in sids
+        )
     elif action == "end_user":
         user_id = _int(request.POST.get("user_id"), 0, 0, 2**62)
-        ended = account_services.sessions_end_for_user(user_id=user_id, reason=EndReason.REVOKED,
-                                                       actor_id=actor)  # fmt: skip
+        ended = account_services.sessions_end_for_user(
+            user_id=user_id, reason=EndReason.REVOKED, actor_id=actor
+        )
     elif action == "end_all":
         ended = account_services.sessions_end_all(actor_id=actor)
     else:
@@ -152,19 +166,37 @@ def live_sessions_csv(request):
 
     def rows():
         writer = csv.writer(_Echo())
-        yield writer.writerow(["sid", "user", "ip", "user_agent", "started_at", "last_active",
-                               "api_call_count", "status"])  # fmt: skip
+        yield writer.writerow(
+            [
+                "sid",
+                "user",
+                "ip",
+                "user_agent",
+                "started_at",
+                "last_active",
+                "api_call_count",
+                "status",
+            ]
+        )
         page_number = 1
         while True:
-            page = selectors.live_sessions_page(status=status, user_id=user_id, page=page_number,
-                                                per_page=1000)  # fmt: skip
+            page = selectors.live_sessions_page(
+                status=status, user_id=user_id, page=page_number, per_page=1000
+            )
             for row in page.rows:
                 s = row.session
-                yield writer.writerow([
-                    s.sid, row.username, s.ip, s.user_agent,
-                    clock.to_datetime(s.started_at).isoformat(),
-                    clock.to_datetime(s.last_active).isoformat(), s.api_call_count, row.status,
-                ])  # fmt: skip
+                yield writer.writerow(
+                    [
+                        s.sid,
+                        row.username,
+                        s.ip,
+                        s.user_agent,
+                        clock.to_datetime(s.started_at).isoformat(),
+                        clock.to_datetime(s.last_active).isoformat(),
+                        s.api_call_count,
+                        row.status,
+                    ]
+                )
             if page_number >= page.pages:
                 return
             page_number += 1
@@ -194,7 +226,10 @@ def security(request):
     for hour, _reason, failures in data.failed_by_hour:
         totals[hour] = totals.get(hour, 0) + failures
     chart = charts.bar_chart(
-        [charts.Point(f"{hour:%m-%d %H:00}", n) for hour, n in totals.items()],
+        [
+            charts.Point(f"{hour:%m-%d %H:00}", n)
+            for hour, n in _every_hour(list(totals.items()), hours)
+        ],
         f"Failed logins per hour, last {'7 days' if hours == 168 else '24 hours'}",
     )
     return TemplateResponse(

@@ -31,7 +31,8 @@ def _nice_max(value: float) -> float:
 def _frame(width: int, height: int, title: str, body: str) -> SafeString:
     return mark_safe(  # noqa: S308 - every interpolated label is escaped above
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="{escape(title)}" class="chart">'
+        f'width="{width}" height="{height}" style="max-width:100%;height:auto" role="img" '
+        f'aria-label="{escape(title)}" class="chart">'
         f"<title>{escape(title)}</title>{body}</svg>"
     )
 
@@ -40,7 +41,8 @@ def _axes(width, height, left, bottom, top, peak) -> str:
     parts = []
     for fraction in (0, 0.5, 1):
         y = height - bottom - fraction * (height - bottom - top)
-        label = f"{peak * fraction:,.0f}"
+        value = peak * fraction
+        label = f"{value:,.0f}" if peak >= 10 else f"{value:g}"
         parts.append(
             f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
         )
@@ -77,7 +79,7 @@ def bar_chart(points: list[Point], title: str, width: int = 560, height: int = 1
             f'width="{slot * 0.7:.1f}" height="{bar_height:.1f}" fill="{PALETTE[0]}">'
             f"<title>{escape(point.label)}: {point.value:,.0f}</title></rect>"
         )
-    every = max(1, len(points) // 8)
+    every = max(1, len(points) // 6)
     body = _axes(width, height, left, bottom, top, peak) + "".join(bars)
     body += _x_labels(points, x_of, height, bottom, every)
     return _frame(width, height, title, body)
