@@ -12,7 +12,8 @@ run:
 	@echo "    Admin:   http://127.0.0.1:$(PORT)/admin/"
 	@echo "    API:     http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "    Health:  http://127.0.0.1:$(PORT)/healthz"
-	@. .local/services.env && GUNICORN_BIND=127.0.0.1:$(PORT) exec honcho start -f Procfile
+	@echo "    Metrics: http://127.0.0.1:$(PORT)/metrics (loopback, or Bearer METRICS_TOKEN from .local/secrets.env)"
+	@exec honcho start --procfile Procfile --env .local/run.env
 
 test:
 	@scripts/setup.sh test

@@ -56,12 +56,48 @@ fi
 # 3. PostgreSQL and Redis: the configured ones, the standard local ones, or private ones.
 .venv/bin/python scripts/services.py
 
-# 4. For `make run`: schema, static files, an admin account.
+# 4. For `make run`: the production settings module (as in docker-compose) with secrets
+#    generated once for this machine, then schema, static files, an admin and demo data.
 if [ "$mode" = run ]; then
+  secrets=.local/secrets.env
+  if [ ! -f "$secrets" ]; then
+    say "Generating local secrets in $secrets (kept, never committed)"
+    umask 077
+    {
+      echo "SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+      echo "JWT_SIGNING_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+      echo "METRICS_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    } > "$secrets"
+  fi
+  # shellcheck disable=SC1090
+  . "$secrets"
   # shellcheck disable=SC1091
   . .local/services.env
+  port=${PORT:-8000}
+  # What the three processes run with (honcho reads this file instead of any .env).
+  {
+    echo "DJANGO_SETTINGS_MODULE=sessionhub.settings.production"
+    echo "DATABASE_URL=$DATABASE_URL"
+    echo "REDIS_URL=$REDIS_URL"
+    echo "SECRET_KEY=${SECRET_KEY}"
+    echo "JWT_SIGNING_KEY=${JWT_SIGNING_KEY}"
+    echo "METRICS_TOKEN=${METRICS_TOKEN}"
+    echo "ALLOWED_HOSTS=${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1]}"
+    echo "CSRF_TRUSTED_ORIGINS=${CSRF_TRUSTED_ORIGINS:-http://127.0.0.1:$port,http://localhost:$port}"
+    echo "SECURE_COOKIES=${SECURE_COOKIES:-false}"
+    echo "TRUSTED_PROXIES=${TRUSTED_PROXIES:-}"
+    echo "GUNICORN_BIND=127.0.0.1:$port"
+    echo "CELERY_BEAT_SCHEDULE_FILE=.local/celerybeat-schedule"
+    echo "PYTHONUNBUFFERED=1"
+  } > .local/run.env
+  chmod 600 .local/run.env
+  set -a
+  # shellcheck disable=SC1091
+  . .local/run.env
+  set +a
   say "Applying migrations"
   .venv/bin/python manage.py migrate --no-input -v 0
   .venv/bin/python manage.py collectstatic --no-input -v 0
   .venv/bin/python manage.py ensure_admin
+  .venv/bin/python manage.py seed_demo --if-empty
 fi

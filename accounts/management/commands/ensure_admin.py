@@ -23,7 +23,12 @@ class Command(BaseCommand):
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or None
         result = services.admin_ensure(username=username, password=password)
         if not result.created:
-            self.stdout.write(f"==> Admin account '{result.username}' exists already.")
+            saved = Path(settings.BASE_DIR) / ".local" / "admin-password"
+            hint = f" (its generated password is in {saved.relative_to(settings.BASE_DIR)})"
+            self.stdout.write(
+                f"==> Admin account '{result.username}' exists already"
+                f"{hint if saved.exists() else ''}."
+            )
             return
         self.stdout.write(self.style.SUCCESS(f"==> Created admin account '{username}'."))
         if password is None:
