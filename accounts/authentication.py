@@ -46,15 +46,19 @@ class SessionUser:
         return f"user {self.id}"
 
 
-def session_claims(token) -> tuple[str, int, float]:
+def session_claims(token) -> tuple[str, int, float, float]:
+    """sid, user id, session start and the session's last activity when the token was issued."""
     sid, user_id, started = token.get("sid"), token.get("user_id"), token.get("sst")
+    last_active = token.get("sla", started)
     if not isinstance(sid, str) or not sid or len(sid) > 64:
         raise InvalidToken("Token has no session.")
     if not isinstance(user_id, int) or isinstance(user_id, bool):
         raise InvalidToken("Token has no valid user.")
     if not isinstance(started, int | float) or isinstance(started, bool):
         raise InvalidToken("Token has no session start.")
-    return sid, user_id, float(started)
+    if not isinstance(last_active, int | float) or isinstance(last_active, bool):
+        raise InvalidToken("Token has no valid session activity.")
+    return sid, user_id, float(started), float(last_active)
 
 
 class SessionJWTAuthentication(JWTAuthentication):
@@ -72,11 +76,12 @@ class SessionJWTAuthentication(JWTAuthentication):
         if raw_token is None:
             return None
         token = self.get_validated_token(raw_token)
-        sid, user_id, started = session_claims(token)
+        sid, user_id, started, last_active = session_claims(token)
         verdict = tracker.authorize(
             sid=sid,
             user_id=user_id,
             started_at=started,
+            last_active_hint=last_active,
             ip=client_ip(request.META),
             user_agent=clean_text(request.META.get("HTTP_USER_AGENT"), MAX_USER_AGENT),
         )

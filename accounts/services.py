@@ -76,6 +76,7 @@ def _issue(user_id: int, sid: str, session_started: int) -> RefreshToken:
     refresh["user_id"] = user_id
     refresh["sid"] = sid
     refresh["sst"] = session_started
+    refresh["sla"] = session_started  # the login is the session's first activity
     _cap_expiry(refresh, session_started)
     refresh.outstand()
     return refresh
@@ -135,8 +136,11 @@ def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPai
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh), sid=sid)
 
 
-def _session_check(*, sid: str, started: float, now: float) -> None:
-    """Refuse a refresh/verify for a session that has ended, timing it out if it is due."""
+def _session_check(*, sid: str, started: float, now: float) -> livesessions.LiveSession | None:
+    """Refuse a refresh/verify for a session that has ended, timing it out if it is due.
+
+    Returns the live session as Redis has it (None when Redis is away or does not know it).
+    """
     conf = get_settings()
     if now - started >= conf.ABSOLUTE_TIMEOUT:
         tracker.end(
@@ -148,7 +152,7 @@ def _session_check(*, sid: str, started: float, now: float) -> None:
         ended_recently = get_redis().zscore(keys.ended_index(), sid) is not None
     except REDIS_UNAVAILABLE:
         logger.warning("session check skipped: redis unavailable")
-        return
+        return None
     if ended_recently or (session is not None and session.is_ended):
         raise SessionEnded
     if session is not None and now - session.last_active >= conf.IDLE_TIMEOUT:
@@ -157,6 +161,7 @@ def _session_check(*, sid: str, started: float, now: float) -> None:
         )
         if result != 2:
             raise SessionEnded
+    return session
 
 
 def _refresh_claims(raw: str) -> tuple[RefreshToken, str, int, int]:
@@ -174,7 +179,7 @@ def token_refresh(*, raw_refresh: str, ip: str, user_agent: str) -> TokenPair:
     """Rotate a refresh token within the same session (same sid); the old one is blacklisted."""
     refresh, sid, user_id, started = _refresh_claims(raw_refresh)
     now = clock.now()
-    _session_check(sid=sid, started=started, now=now)
+    session = _session_check(sid=sid, started=started, now=now)
     if not User.objects.filter(pk=user_id, is_active=True).exists():
         tracker.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now)
         raise SessionEnded
@@ -182,6 +187,10 @@ def token_refresh(*, raw_refresh: str, ip: str, user_agent: str) -> TokenPair:
     refresh.set_jti()
     refresh.set_exp()
     refresh.set_iat()
+    if session is not None:
+        # The new access token carries the session's latest activity: web processes judge
+        # idleness from it without asking Redis.
+        refresh["sla"] = int(session.last_active)
     _cap_expiry(refresh, started)
     refresh.outstand()
     events.token_refreshed(user_id=user_id, sid=sid, ip=ip, user_agent=user_agent)

@@ -7,13 +7,17 @@ Every web process keeps
   API gateways keep rate-limit counters. Each batch carries this process's sequence number and
   the script skips a number it has applied already, so a batch whose reply was lost is retried
   without being counted twice.
-* **known sessions** — when this process last confirmed a session in Redis and the latest
-  activity it knows of. A request for a known, recently confirmed, not idle session needs no
-  Redis read; an unknown one (first request in this process, or older than
-  SESSION_REVALIDATE_SECONDS) is checked in Redis once.
+* **last activity** — of each session this process served. A request needs no Redis read:
+  its session is live unless it is in the recently-ended set (below), past its absolute
+  timeout (the token carries its start), or idle — judged from the later of this process's
+  last call and the activity the token carries (`sla`, stamped at login and refresh). Only
+  when that looks idle is Redis asked (another process may have served the session since).
 * **recently ended sessions** — filled at once by this process's own ends, by pub/sub from the
-  other processes, and reloaded from Redis on every (re)connect, so an ended session is refused
-  on the next request whichever process serves it.
+  other processes, and reloaded from Redis on every (re)connect and every
+  ENDED_RELOAD_SECONDS (in case a message was lost), so an ended session is refused on the
+  next request whichever process serves it. A valid access token is at most
+  ACCESS_TOKEN_LIFETIME old and a refresh checks Redis, so a session whose access token still
+  works cannot have ended earlier than that: the set stays small.
 
 Redis away: requests are served on the signature-verified JWT alone, counts wait in memory
 (bounded) and go out when Redis answers again; a failed attempt is counted in
@@ -31,7 +35,7 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -47,7 +51,7 @@ from .events import EndReason
 
 logger = logging.getLogger(__name__)
 
-MAX_KNOWN_SESSIONS = 100_000
+MAX_LAST_SEEN = 200_000
 MAX_DEFERRED_EVENTS = 100_000
 MAX_PENDING_SESSIONS = 200_000
 REDIS_RETRY_SECONDS = 1.0
@@ -57,12 +61,6 @@ FLUSH_SEQUENCE_TTL = 24 * 3600
 class Verdict(Enum):
     OK = "ok"
     ENDED = "ended"
-
-
-@dataclass(slots=True)
-class _Known:
-    validated_at: float
-    last_seen: float
 
 
 @dataclass(slots=True)
@@ -101,9 +99,10 @@ class Tracker:
         self._deferred_events: deque[str] = deque()
         self._deferred_ends: list[tuple] = []
         self._inflight: _Batch | None = None
-        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._last_seen: dict[str, float] = {}
         self._ended: dict[str, float] = {}
         self._redis_retry_at = 0.0
+        self._next_prune = 0.0
         self._subscribed = threading.Event()
 
     # --- life cycle ------------------------------------------------------------------------
@@ -151,9 +150,16 @@ class Tracker:
     # --- request path ----------------------------------------------------------------------
 
     def authorize(
-        self, *, sid: str, user_id: int, started_at: float, ip: str, user_agent: str
+        self,
+        *,
+        sid: str,
+        user_id: int,
+        started_at: float,
+        ip: str,
+        user_agent: str,
+        last_active_hint: float | None = None,
     ) -> Verdict:
-        """Check the session is live and count the call. Redis is read only when needed."""
+        """Check the session is live and count the call. No Redis read unless it looks idle."""
         self.ensure_started()
         conf = get_settings()
         now = clock.now()
@@ -166,17 +172,14 @@ class Tracker:
                 ended_at=started_at + conf.ABSOLUTE_TIMEOUT,
             )
             return Verdict.ENDED
-        known = self._known.get(sid)
-        if (
-            known is None
-            or now - known.validated_at >= conf.SESSION_REVALIDATE_SECONDS
-            or now - known.last_seen >= conf.IDLE_TIMEOUT
-        ) and self._validate(sid, now, known) is Verdict.ENDED:
+        last = max(self._last_seen.get(sid, 0.0), last_active_hint or started_at)
+        if now - last >= conf.IDLE_TIMEOUT and self._idle_in_redis(sid, now) is Verdict.ENDED:
             return Verdict.ENDED
         self._record(sid, user_id, started_at, ip, user_agent, now)
         return Verdict.OK
 
-    def _validate(self, sid: str, now: float, known: _Known | None) -> Verdict:
+    def _idle_in_redis(self, sid: str, now: float) -> Verdict:
+        """The session looks idle from here: ask Redis, and end it if it really is."""
         if not self._redis_usable(now):
             return Verdict.OK
         try:
@@ -191,20 +194,13 @@ class Tracker:
         if ended_score is not None or (session is not None and session.is_ended):
             self.mark_ended(sid)
             return Verdict.ENDED
-        last_seen = max(session.last_active if session else now, known.last_seen if known else 0)
         idle = get_settings().IDLE_TIMEOUT
-        if session is not None and now - last_seen >= idle:
+        if session is not None and now - session.last_active >= idle:
             result = self.end(
                 sid=sid, reason=EndReason.IDLE_TIMEOUT, ended_at=now, idle_timeout=idle
             )
             if result != 2:  # 2: a call from another process made it active after all
                 return Verdict.ENDED
-            last_seen = now
-        with self._lock:
-            self._known[sid] = _Known(validated_at=now, last_seen=last_seen)
-            self._known.move_to_end(sid)
-            while len(self._known) > MAX_KNOWN_SESSIONS:
-                self._known.popitem(last=False)
         return Verdict.OK
 
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
@@ -218,9 +214,7 @@ class Tracker:
                 entry = self._pending[(sid, hour)] = _Pending(user_id, started_at, ip, user_agent)
             entry.calls += 1
             entry.last = now
-            known = self._known.get(sid)
-            if known is not None:
-                known.last_seen = now
+            self._last_seen[sid] = now
 
     # --- ending sessions -------------------------------------------------------------------
 
@@ -263,7 +257,7 @@ class Tracker:
         keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
         with self._lock:
             self._ended[sid] = clock.now() + keep
-            self._known.pop(sid, None)
+            self._last_seen.pop(sid, None)
 
     def defer_event(self, payload: str) -> None:
         with self._lock:
@@ -406,31 +400,34 @@ class Tracker:
                 logger.exception("session tracking: flush failed")
 
     def _expire_local(self, now: float) -> None:
+        idle = get_settings().IDLE_TIMEOUT
         with self._lock:
             for sid in [sid for sid, until in self._ended.items() if until < now]:
                 del self._ended[sid]
+            if len(self._last_seen) > MAX_LAST_SEEN or now >= self._next_prune:
+                self._last_seen = {s: t for s, t in self._last_seen.items() if now - t < idle}
+                self._next_prune = now + 60
 
     # --- revocations from other processes --------------------------------------------------
 
     def _listen_loop(self) -> None:
-        keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
         while not self._stop.is_set():
             pubsub = None
             try:
                 pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(keys.revocations_channel())
                 # Subscribe first, then reload: nothing ended in between can be missed.
-                now = clock.now()
-                recent = livesessions.recently_ended(now - keep)
-                with self._lock:
-                    for sid in recent:
-                        self._ended[sid] = now + keep
-                        self._known.pop(sid, None)
+                self._reload_ended()
                 self._subscribed.set()
+                reload_every = get_settings().ENDED_RELOAD_SECONDS
+                next_reload = time.monotonic() + reload_every
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
                         self.mark_ended(message["data"].decode())
+                    if time.monotonic() >= next_reload:
+                        self._reload_ended()
+                        next_reload = time.monotonic() + reload_every
             except REDIS_UNAVAILABLE:
                 self._subscribed.clear()
                 self._stop.wait(REDIS_RETRY_SECONDS)
@@ -442,6 +439,15 @@ class Tracker:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):  # closing a broken connection
                         pubsub.close()
+
+    def _reload_ended(self) -> None:
+        keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
+        now = clock.now()
+        recent = livesessions.recently_ended(now - keep)
+        with self._lock:
+            for sid in recent:
+                self._ended[sid] = now + keep
+                self._last_seen.pop(sid, None)
 
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
         self.ensure_started()
