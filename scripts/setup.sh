@@ -50,6 +50,7 @@ if [ "$mode" = test ]; then
   command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
   command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
   [ ${#missing[@]} -eq 0 ] || apt_install "test tools" "${missing[@]}"
 fi
 

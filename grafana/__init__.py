@@ -1,0 +1,1 @@
+"""Grafana for sessionhub: provisioning, dashboards as code, and their generator."""
