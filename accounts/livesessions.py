@@ -17,6 +17,7 @@ hash tag (see README, "Scaling").
 """
 
 import secrets
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -44,7 +45,10 @@ def script(name: str):
 
 
 def new_sid() -> str:
-    return secrets.token_urlsafe(16)
+    """Unguessable, and ordered by creation time: 11 hex digits of milliseconds, then 16 random
+    ones. Ordered ids land at the right edge of the audit table's primary-key index, so the
+    sync's inserts touch a few index pages instead of a random page per session."""
+    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"
 
 
 def hour_of(ts: float) -> int:

@@ -9,7 +9,13 @@ from accounts.events import EndReason, EventType
 
 
 class AuditSession(models.Model):
-    """One login. Counts are absolute (copied, not added), so a replayed sync writes the same."""
+    """One login. Counts are absolute (copied, not added), so a replayed sync writes the same.
+
+    `hourly_calls` holds the session's API calls per hour ({"<epoch of the hour>": calls}) — at
+    most 13 entries under the 12 h absolute timeout. Kept inside the row rather than as a row
+    per hour: the sync then writes one row per session, and the windows (24 h, 7 d, 30 d) are
+    summed from it by the analytics views.
+    """
 
     sid = models.CharField(primary_key=True, max_length=64)
     user = models.ForeignKey(
@@ -22,14 +28,14 @@ class AuditSession(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
     api_call_count = models.BigIntegerField(default=0)
+    hourly_calls = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "audit_session"
         verbose_name = "session"
         verbose_name_plural = "session history"
         indexes = [
-            models.Index(fields=["user", "-last_active"], name="audit_session_user_last"),
-            models.Index(fields=["-last_active"], name="audit_session_last_active"),
+            models.Index(fields=["user", "-started_at"], name="audit_session_user_started"),
             models.Index(
                 fields=["-ended_at"],
                 name="audit_session_ended",
@@ -44,23 +50,6 @@ class AuditSession(models.Model):
 
     def __str__(self) -> str:
         return self.sid
-
-
-class AuditSessionHour(models.Model):
-    """API calls of one session in one hour: what windows (24 h, 7 d, 30 d) are summed from."""
-
-    pk = models.CompositePrimaryKey("session_id", "hour")
-    session = models.ForeignKey(AuditSession, on_delete=models.CASCADE, related_name="hours")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    hour = models.DateTimeField()
-    api_calls = models.BigIntegerField()
-
-    class Meta:
-        db_table = "audit_session_hour"
-        indexes = [models.Index(fields=["hour", "user"], name="audit_hour_hour_user")]
-
-    def __str__(self) -> str:
-        return f"{self.session_id} @ {self.hour:%Y-%m-%d %H:00}"
 
 
 class AuditUserActivity(models.Model):

@@ -32,6 +32,7 @@ class SessionhubSettings:
     LOGIN_FAILURE_WINDOW_SECONDS: int
     SYNC_INTERVAL: float
     SYNC_BATCH_SIZE: int
+    SYNC_COMMIT_ROWS: int
     AUDIT_RETENTION_DAYS: int
     AUDIT_IP_ANONYMIZE: bool
     METRICS_TOKEN: str

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from accounts.tests.helpers import bearer, login
 from accounts.tracking import tracker
 from audit import services, sync
-from audit.models import AuditEvent, AuditSession, AuditSessionHour
+from audit.models import AuditEvent, AuditSession
 from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
 
@@ -53,7 +53,10 @@ def totals() -> dict:
     return {
         "sessions": sessions["n"],
         "calls": sessions["calls"] or 0,
-        "hour_calls": AuditSessionHour.objects.aggregate(c=Sum("api_calls"))["c"] or 0,
+        "hour_calls": sum(
+            sum(hours.values())
+            for hours in AuditSession.objects.values_list("hourly_calls", flat=True)
+        ),
         "events": AuditEvent.objects.count(),
         "ended": AuditSession.objects.filter(ended_at__isnull=False).count(),
     }

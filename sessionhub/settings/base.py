@@ -188,6 +188,7 @@ SESSIONHUB = {
     "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=3600),
     "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
     "SYNC_BATCH_SIZE": env.int("SYNC_BATCH_SIZE", default=2000),
+    "SYNC_COMMIT_ROWS": env.int("SYNC_COMMIT_ROWS", default=20_000),
     "AUDIT_RETENTION_DAYS": env.int("AUDIT_RETENTION_DAYS", default=90),
     "AUDIT_IP_ANONYMIZE": env.bool("AUDIT_IP_ANONYMIZE", default=False),
     "METRICS_TOKEN": env.str("METRICS_TOKEN", default=""),
