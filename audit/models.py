@@ -18,8 +18,12 @@ class AuditSession(models.Model):
     """
 
     sid = models.CharField(primary_key=True, max_length=64)
+    # Looked up through audit_session_user_started; a separate user_id index would only cost.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="audit_sessions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="audit_sessions",
+        db_index=False,
     )
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
@@ -41,9 +45,11 @@ class AuditSession(models.Model):
                 name="audit_session_ended",
                 condition=models.Q(ended_at__isnull=False),
             ),
+            # Open sessions, on a column that never changes: while a session is open, its
+            # updates change no indexed column and stay heap-only (see the fillfactor).
             models.Index(
-                fields=["-last_active"],
-                name="audit_session_open",
+                fields=["started_at"],
+                name="audit_session_open_started",
                 condition=models.Q(ended_at__isnull=True),
             ),
         ]
@@ -80,6 +86,7 @@ class AuditEvent(models.Model):
         null=True,
         blank=True,
         related_name="audit_events",
+        db_index=False,  # audit_event_user_time serves it
     )
     username = models.CharField(max_length=150, blank=True, help_text="As typed at login.")
     ip = models.GenericIPAddressField(null=True, blank=True)
@@ -93,6 +100,7 @@ class AuditEvent(models.Model):
         blank=True,
         related_name="+",
         help_text="The admin who did it, for admin actions.",
+        db_index=False,  # rare lookups; not worth an index write per event
     )
     occurred_at = models.DateTimeField()
 

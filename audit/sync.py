@@ -3,9 +3,12 @@
 At-least-once delivery, exactly-once effect:
 
 * **Sessions.** The set of sessions changed since the last run is renamed to an in-flight set
-  (a crashed run's in-flight set is finished first). Batches of session hashes come back from
-  one Lua call each; rows go to PostgreSQL by binary COPY into a temporary table and one
-  `INSERT … ON CONFLICT DO UPDATE` per table. Counts are absolute and only move forward
+  (a crashed run's in-flight set is finished first). One Lua call returns a batch of sessions
+  already rendered as COPY text, so Python streams it to PostgreSQL without handling each row
+  (a reader thread keeps the next batches coming while PostgreSQL writes). Per transaction of
+  about SYNC_COMMIT_ROWS sessions: COPY into a temporary table, one `UPDATE … FROM` for the
+  sessions PostgreSQL has (heap-only updates: no indexed column changes while a session is
+  open) and one `INSERT` for the new ones. Counts are absolute and only move forward
   (GREATEST), so a replay — after a crash between commit and acknowledgement, a task
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
   in-flight set deleted and ended sessions allowed to expire from Redis.
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
 from sessionhub.conf import get_settings
 from sessionhub.redis import get_redis
@@ -38,9 +41,9 @@ Progress = Callable[[str, int, int], None]
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS sync_session_stage (
-    sid text, user_id bigint, ip inet, user_agent text, started_at timestamptz,
-    last_active timestamptz, ended_at timestamptz, end_reason text, api_call_count bigint,
-    hourly_calls jsonb
+    sid text, user_id bigint, ip text, user_agent text, started double precision,
+    last_active double precision, ended double precision, end_reason text,
+    api_call_count bigint, hourly_calls jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS sync_event_stage (
     stream_id text, event_type text, user_id bigint, username text, ip inet, user_agent text,
@@ -49,44 +52,64 @@ CREATE TEMP TABLE IF NOT EXISTS sync_event_stage (
 TRUNCATE sync_session_stage, sync_event_stage;
 """
 
+COPY_SESSIONS = "COPY sync_session_stage FROM STDIN (FORMAT text)"
+
+# Move forward only: the newer copy holds every hour of the older one, each at least as large.
+SESSION_MERGE = """
+    last_active = GREATEST(s.last_active, {new}.last_active),
+    api_call_count = GREATEST(s.api_call_count, {new}.api_call_count),
+    hourly_calls = CASE WHEN {new}.api_call_count >= s.api_call_count
+                        THEN {new}.hourly_calls ELSE s.hourly_calls END,
+    ended_at = COALESCE(s.ended_at, {new}.ended_at),
+    end_reason = CASE WHEN s.ended_at IS NULL THEN {new}.end_reason ELSE s.end_reason END
+"""
+SESSION_CHANGED = """
+    s.last_active < {new}.last_active OR s.api_call_count < {new}.api_call_count
+    OR (s.ended_at IS NULL AND {new}.ended_at IS NOT NULL)
+"""
+
+# The stage as audit_session's columns; the IP optionally cut to its network (/24, /48).
+STAGED_SESSIONS = """
+    SELECT DISTINCT ON (st.sid)
+        st.sid, st.user_id,
+        CASE WHEN coalesce(st.ip, '') = '' THEN NULL
+             WHEN %(anonymize)s THEN host(network(set_masklen(st.ip::inet,
+                 CASE WHEN family(st.ip::inet) = 4 THEN 24 ELSE 48 END)))::inet
+             ELSE st.ip::inet END AS ip,
+        st.user_agent, to_timestamp(st.started) AS started_at,
+        to_timestamp(st.last_active) AS last_active, to_timestamp(st.ended) AS ended_at,
+        st.end_reason, st.api_call_count, st.hourly_calls
+    FROM sync_session_stage st
+    WHERE st.started IS NOT NULL AND st.last_active IS NOT NULL
+    ORDER BY st.sid, st.api_call_count DESC
+"""
+
+UPDATE_SESSIONS = f"""
+UPDATE audit_session s SET {SESSION_MERGE.format(new="n")}
+FROM ({STAGED_SESSIONS}) n
+WHERE s.sid = n.sid AND ({SESSION_CHANGED.format(new="n")})
+"""  # noqa: S608 - built from constants
+
 SESSION_COLUMNS = (
     "sid, user_id, ip, user_agent, started_at, last_active, ended_at, end_reason, "
     "api_call_count, hourly_calls"
 )
-SESSION_TYPES = [
-    "text",
-    "int8",
-    "inet",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "int8",
-    "jsonb",
-]
 
-UPSERT_SESSIONS = f"""
+# New sessions; the ON CONFLICT branch only runs when another sync inserted one meanwhile.
+INSERT_SESSIONS = f"""
 INSERT INTO audit_session AS s ({SESSION_COLUMNS})
-SELECT {", ".join("st." + c.strip() for c in SESSION_COLUMNS.split(","))}
-FROM sync_session_stage st JOIN accounts_user u ON u.id = st.user_id
-ON CONFLICT (sid) DO UPDATE SET
-    last_active = GREATEST(s.last_active, EXCLUDED.last_active),
-    api_call_count = GREATEST(s.api_call_count, EXCLUDED.api_call_count),
-    -- The newer copy holds every hour of the older one, each count at least as large.
-    hourly_calls = CASE WHEN EXCLUDED.api_call_count >= s.api_call_count
-                        THEN EXCLUDED.hourly_calls ELSE s.hourly_calls END,
-    ended_at = COALESCE(s.ended_at, EXCLUDED.ended_at),
-    end_reason = CASE WHEN s.ended_at IS NULL THEN EXCLUDED.end_reason ELSE s.end_reason END
-WHERE s.last_active < EXCLUDED.last_active
-   OR s.api_call_count < EXCLUDED.api_call_count
-   OR (s.ended_at IS NULL AND EXCLUDED.ended_at IS NOT NULL)
-"""  # noqa: S608 - built from constant column names
+SELECT n.* FROM ({STAGED_SESSIONS}) n
+JOIN accounts_user u ON u.id = n.user_id
+WHERE NOT EXISTS (SELECT 1 FROM audit_session e WHERE e.sid = n.sid)
+ON CONFLICT (sid) DO UPDATE SET {SESSION_MERGE.format(new="EXCLUDED")}
+WHERE {SESSION_CHANGED.format(new="EXCLUDED")}
+"""  # noqa: S608 - built from constants
 
 UPSERT_USER_ACTIVITY = """
 INSERT INTO audit_user_activity AS a (user_id, first_active, last_active)
-SELECT st.user_id, min(st.started_at), max(st.last_active)
+SELECT st.user_id, to_timestamp(min(st.started)), to_timestamp(max(st.last_active))
 FROM sync_session_stage st JOIN accounts_user u ON u.id = st.user_id
+WHERE st.started IS NOT NULL AND st.last_active IS NOT NULL
 GROUP BY st.user_id
 ON CONFLICT (user_id) DO UPDATE SET
     first_active = LEAST(a.first_active, EXCLUDED.first_active),
@@ -167,46 +190,36 @@ def _ip(value: bytes | str | None, anonymize_ip: bool):
 
 @dataclass(slots=True)
 class SessionBatch:
-    sessions: list[tuple]
+    """Sessions as COPY text lines (one per session), and which of them have ended."""
+
+    copy_text: bytes
+    count: int
     ended_sids: list[str]
 
     def extend(self, other: "SessionBatch") -> None:
-        self.sessions.extend(other.sessions)
+        self.copy_text += other.copy_text
+        self.count += other.count
         self.ended_sids.extend(other.ended_sids)
 
 
-def parse_sessions(raw: list, anonymize_ip: bool) -> SessionBatch:
-    """Rows from read_sessions.lua's reply (sid, flat hash, sid, flat hash, ...)."""
-    sessions, ended = [], []
-    for i in range(0, len(raw), 2):
-        flat = raw[i + 1]
-        if not flat:  # gone since it was marked
+def sanitized(copy_text: bytes) -> bytes:
+    """The slow path for a batch PostgreSQL refused: every line made acceptable, or dropped.
+
+    The Lua renderer escapes text and checks numbers; what it cannot know is whether an IP
+    parses or a user agent is valid UTF-8 (Redis stores bytes). Fix those here, row by row.
+    """
+    good = []
+    for line in copy_text.split(b"\n"):
+        fields = line.split(b"\t")
+        if len(fields) != 10:
             continue
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        ended_at = _ts(fields.get(b"end"))
-        hourly = {
-            name[2:].decode(): int(value)
-            for name, value in fields.items()
-            if name.startswith(b"h:")
-        }
-        sid = raw[i].decode()
-        sessions.append(
-            (
-                sid,
-                int(fields[b"u"]),
-                _ip(fields.get(b"ip"), anonymize_ip),
-                _text(fields.get(b"ua")),
-                _ts(fields[b"st"]),
-                _ts(fields[b"la"]),
-                ended_at,
-                _text(fields.get(b"why")),
-                int(fields.get(b"n", 0)),
-                hourly,
-            )
-        )
-        if ended_at is not None:
-            ended.append(sid)
-    return SessionBatch(sessions, ended)
+        fields[3] = fields[3].decode("utf-8", "replace").encode()
+        try:
+            ipaddress.ip_address(fields[2].decode())
+        except (UnicodeDecodeError, ValueError):
+            fields[2] = b""
+        good.append(b"\t".join(fields) + b"\n")
+    return b"".join(good)
 
 
 def _copy(cursor, table: str, columns: str, types: list[str], rows: list[tuple]) -> None:
@@ -221,28 +234,44 @@ def _raw_cursor():
     return connection.connection.cursor()
 
 
-def write_sessions(batch: SessionBatch) -> int:
-    """One transaction: COPY to staging, then upsert the sessions and the users' activity."""
-    # A set scan may return a member twice; one upsert may not touch a row twice.
-    rows = list({row[0]: row for row in batch.sessions}.values())
+def write_sessions(batch: SessionBatch, *, anonymize_ip: bool) -> int:
+    """One transaction: COPY to staging, update known sessions, insert new ones, user activity.
+
+    A batch PostgreSQL refuses (an unparseable IP, bytes that are not UTF-8) is written again
+    through `sanitized`; nothing else about it changes.
+    """
+    try:
+        _write_sessions(batch.copy_text, anonymize_ip)
+    except DataError:
+        logger.warning("sync: a session batch needed sanitizing")
+        _write_sessions(sanitized(batch.copy_text), anonymize_ip)
+    return batch.count
+
+
+def _write_sessions(copy_text: bytes, anonymize_ip: bool) -> None:
+    params = {"anonymize": anonymize_ip}
     with transaction.atomic(), _raw_cursor() as cursor:
         cursor.execute(STAGING_DDL)
-        _copy(cursor, "sync_session_stage", SESSION_COLUMNS, SESSION_TYPES, rows)
-        cursor.execute(UPSERT_SESSIONS)
+        cursor.execute("SET LOCAL work_mem = '64MB'")  # the de-duplicating sort stays in memory
+        with cursor.copy(COPY_SESSIONS) as copy:
+            copy.write(copy_text)
+        cursor.execute(UPDATE_SESSIONS, params)
+        cursor.execute(INSERT_SESSIONS, params)
         cursor.execute(UPSERT_USER_ACTIVITY)
-    return len(rows)
 
 
-def _read_session_batches(batch_size: int, anonymize_ip: bool) -> Iterator[SessionBatch]:
+def _read_session_batches(batch_size: int) -> Iterator[SessionBatch]:
     reader = _script("read_sessions")
     cursor = "0"
     while True:
         reply = reader(
             keys=[keys.dirty_inflight()], args=[cursor, batch_size, keys.session_prefix()]
         )
-        cursor = reply[0].decode()
-        if len(reply) > 1:
-            yield parse_sessions(reply[1:], anonymize_ip)
+        cursor, copy_text = reply[0].decode(), reply[1]
+        if copy_text:
+            yield SessionBatch(
+                copy_text, copy_text.count(b"\n"), [sid.decode() for sid in reply[2:]]
+            )
         if cursor == "0":
             return
 
@@ -280,7 +309,7 @@ def _commit_groups(batches: Iterator[SessionBatch], rows: int) -> Iterator[Sessi
             group = batch
         else:
             group.extend(batch)
-        if len(group.sessions) >= rows:
+        if group.count >= rows:
             yield group
             group = None
     if group is not None:
@@ -300,9 +329,9 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
         if not total:
             break
         done = 0
-        batches = _prefetch(_read_session_batches(batch_size, conf.AUDIT_IP_ANONYMIZE))
+        batches = _prefetch(_read_session_batches(batch_size))
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
-            done += write_sessions(group)
+            done += write_sessions(group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE)
             if group.ended_sids:
                 ack(
                     keys=[keys.dirty_inflight(), keys.dirty()],
