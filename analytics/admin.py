@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .admin_tools import CsvExportMixin, ReportAdmin
+from .admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
 from .models import IdleUser, PowerUser, SuspiciousIp, UserActivity
 
 
@@ -100,7 +100,13 @@ class UserActivityAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "api_calls_30d",
         "days_active_30d",
     )
-    list_filter = ("status", "never_active", "is_active")
+    list_filter = (
+        fixed_choices_filter(
+            "status", "status", [(s, s) for s in ("active_now", "recent", "idle")]
+        ),
+        "never_active",
+        "is_active",
+    )
     search_fields = ("username", "email")
     ordering = ("-api_calls_24h", "user_id")
     csv_fields = (

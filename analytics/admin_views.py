@@ -107,8 +107,11 @@ def live_sessions(request):
     query = request.GET.get("q", "").strip()[:150]
     user_id = _int(request.GET.get("user"), 0, 0, 2**62) or _user_id_for(query)
     page_number = _int(request.GET.get("page"), 1)
+    oldest_first = request.GET.get("order") == "oldest"
     try:
-        page = selectors.live_sessions_page(status=status, user_id=user_id, page=page_number)
+        page = selectors.live_sessions_page(
+            status=status, user_id=user_id, page=page_number, oldest_first=oldest_first
+        )
         available = True
     except REDIS_UNAVAILABLE:
         page, available = None, False
@@ -124,6 +127,7 @@ def live_sessions(request):
             statuses=STATUSES,
             query=query,
             user_id=user_id,
+            oldest_first=oldest_first,
         ),
     )
 

@@ -128,14 +128,22 @@ def _score_range(status: str | None, now: float) -> tuple[str, str]:
 
 
 def live_sessions_page(
-    *, status: str | None = None, user_id: int | None = None, page: int = 1, per_page: int = 50
+    *,
+    status: str | None = None,
+    user_id: int | None = None,
+    page: int = 1,
+    per_page: int = 50,
+    oldest_first: bool = False,
 ) -> LivePage:
-    """Live sessions, most recently active first: ZREVRANGEBYSCORE pages, never a scan."""
+    """Live sessions by last activity (latest first, or oldest first): index range pages,
+    never a scan."""
     client = get_redis()
     now = clock.now()
     if user_id is not None:
         sids = livesessions.user_sids(user_id)
-        sessions = sorted(livesessions.get_many(sids), key=lambda s: -s.last_active)
+        sessions = sorted(
+            livesessions.get_many(sids), key=lambda s: s.last_active, reverse=not oldest_first
+        )
         sessions = [
             s
             for s in sessions
@@ -146,12 +154,13 @@ def live_sessions_page(
     else:
         high, low = _score_range(status, now)
         total = client.zcount(keys.active_index(), low, high)
-        sids = [
-            sid.decode()
-            for sid in client.zrevrangebyscore(
-                keys.active_index(), high, low, start=(page - 1) * per_page, num=per_page
-            )
-        ]
+        start = (page - 1) * per_page
+        found = (
+            client.zrangebyscore(keys.active_index(), low, high, start=start, num=per_page)
+            if oldest_first
+            else client.zrevrangebyscore(keys.active_index(), high, low, start=start, num=per_page)
+        )
+        sids = [sid.decode() for sid in found]
         sessions = livesessions.get_many(sids)
     names = dict(
         get_user_model()

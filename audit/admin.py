@@ -1,7 +1,8 @@
 from django.contrib import admin
 
+from accounts.events import EndReason, FailureReason
 from analytics.admin import user_link
-from analytics.admin_tools import CsvExportMixin, ReportAdmin
+from analytics.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
 
 from .models import AuditEvent, AuditSession
 
@@ -77,7 +78,10 @@ class SessionHistoryAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
 @admin.register(AuditEvent)
 class AuditEventAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = ("occurred_at", "event_type", "user", "username", "ip", "reason", "actor")
-    list_filter = ("event_type", "reason")
+    list_filter = (
+        "event_type",
+        fixed_choices_filter("reason", "reason", [*FailureReason.choices, *EndReason.choices]),
+    )
     search_fields = ("username", "session_id")
     ordering = ("-occurred_at",)
     list_select_related = ("user", "actor")

@@ -205,3 +205,53 @@ def test_injected_strings_render_escaped(client, analyst, api_client):
         assert script not in html and "<img src=x" not in html, name
     html = page(client, analyst, "admin:audit_auditevent_changelist").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# SQL queries per page, on the ground-truth workload: a fixed number, whatever the data size.
+# (Session and user lookups of the admin itself included.)
+PAGE_QUERIES = {
+    "admin:index": 10,
+    "admin:analytics_poweruser_changelist": 6,
+    "admin:analytics_idleuser_changelist": 6,
+    "admin:analytics_useractivity_changelist": 6,
+    "admin:analytics_suspiciousip_changelist": 6,
+    "admin:audit_auditsession_changelist": 6,
+    "admin:audit_auditevent_changelist": 6,
+    "admin:analytics_live_sessions": 5,
+    "admin:analytics_security": 6,
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), PAGE_QUERIES.items())
+def test_queries_per_page(client, analyst, world, django_assert_num_queries, name, expected):
+    client.force_login(analyst)
+    client.get(reverse(name))  # warm: content types and permission caches
+    with django_assert_num_queries(expected):
+        assert client.get(reverse(name)).status_code == 200
+
+
+def test_queries_for_one_user(client, analyst, world, django_assert_num_queries):
+    client.force_login(analyst)
+    url = reverse("admin:analytics_user_detail", args=[world["alice"].pk])
+    client.get(url)
+    with django_assert_num_queries(10):
+        assert client.get(url).status_code == 200
+
+
+def test_live_sessions_sort_and_filter(
+    client, analyst, api_client, user, staff_user, password, frozen_clock
+):
+    login(api_client, user.username, password)
+    frozen_clock.advance(600)
+    login(api_client, staff_user.username, password)
+    client.force_login(analyst)
+    url = reverse("admin:analytics_live_sessions")
+
+    def names(**params):
+        return [row.username for row in client.get(url, params).context["page"].rows]
+
+    assert names() == ["operator", "alice"]
+    assert names(order="oldest") == ["alice", "operator"]
+    assert names(status="recent") == ["alice"]
+    assert names(q="ALICE") == ["alice"]
+    assert names(q="nobody") == []

@@ -52,3 +52,17 @@ def test_prune_audit_deletes_only_what_is_old(api_client, user, password):
 def test_prune_audit_refuses_a_bad_age():
     with pytest.raises(CommandError, match="--older-than"):
         run("prune_audit", "--older-than", "ninety days")
+
+
+def test_expired_outstanding_tokens_are_flushed(api_client, user, password):
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    from audit.services import outstanding_tokens_flush
+
+    login(api_client, user.username, password)
+    login(api_client, user.username, password)
+    OutstandingToken.objects.filter(pk=OutstandingToken.objects.first().pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert outstanding_tokens_flush() == 1
+    assert OutstandingToken.objects.count() == 1

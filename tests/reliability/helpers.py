@@ -1,0 +1,622 @@
+"""What the fault tests share: real processes (gunicorn, Celery worker and beat, a private
+Redis or PostgreSQL), a load generator that counts exactly what it got, and the audit totals
+as PostgreSQL and Redis hold them.
+
+Every process runs in a session of its own, logs to a file under the test's temporary
+directory (shown when a test fails) and is stopped by the fixture that started it.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+import requests
+from celery import Celery
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNC_TASK = "audit.tasks.sync_sessions"
+TRACKED = "/api/sessions/"  # needs Redis, no SQL
+TRACKED_SQL = "/api/me/"  # needs PostgreSQL (the user row), answers without Redis
+PASSWORD = "reliability-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Process:
+    """A child process in its own session (so `kill -9` can take its whole group)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        log = self.log_path.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        """SIGKILL to the process and every child it started: nothing gets to clean up."""
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+        self.popen = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        """A graceful stop (the process's own shutdown), then SIGKILL if it does not end."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                return None
+        # Children left behind (a worker's pool) go with the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        code = self.popen.returncode
+        self.popen = None
+        return code
+
+
+class Stack:
+    """The app's processes on one PostgreSQL database and one Redis database.
+
+    `redis_url` is the URL as the processes use it: the test settings move any REDIS_URL to
+    database TEST_REDIS_DB, so it already names that database.
+    """
+
+    def __init__(self, *, database_url: str, redis_url: str, log_dir: Path) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.processes: list[Process] = []
+        self.web_port = free_port()
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
+        self.celery = Celery("reliability-client", broker=redis_url, backend=redis_url)
+        self.celery.conf.update(
+            accept_content=["json"],
+            task_serializer="json",
+            result_serializer="json",
+            broker_connection_retry_on_startup=True,
+        )
+
+    def env(self, **extra: str) -> dict:
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sessionhub.settings.test",
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PYTHONUNBUFFERED": "1",
+            **{name: str(value) for name, value in extra.items()},
+        }
+
+    def _spawn(self, name: str, argv: list[str], **extra) -> Process:
+        process = Process(name, argv, self.env(**extra), self.log_dir).start()
+        self.processes.append(process)
+        return process
+
+    def manage(self, *args: str, timeout: float = 120, **extra) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def start_web(self, workers: int = 2, **extra) -> Process:
+        process = self._spawn(
+            "gunicorn",
+            [sys.executable, "-m", "gunicorn", "sessionhub.wsgi", "-c", "sessionhub/gunicorn.py"],
+            GUNICORN_BIND=f"127.0.0.1:{self.web_port}",
+            WEB_CONCURRENCY=workers,
+            GUNICORN_ACCESS_LOG="",
+            PROMETHEUS_MULTIPROC_DIR=self.log_dir / "prometheus-multiproc",
+            **extra,
+        )
+
+        def answers() -> bool:
+            assert process.running, process.log()
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{self.web_url}/healthz", timeout=2).status_code == 200
+            return False
+
+        wait_until(answers, 30, 0.2, "gunicorn to answer /healthz")
+        return process
+
+    def start_worker(self, name: str = "worker", concurrency: int = 2, **extra) -> Process:
+        """A Celery worker as the Procfile runs it (prefork pool)."""
+        process = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "--app",
+                "sessionhub",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            **extra,
+        )
+        wait_until(
+            lambda: " ready." in process.log() or not process.running,
+            60,
+            0.2,
+            f"{name} to be ready",
+        )
+        assert process.running, process.log()
+        return process
+
+    def start_beat(self, name: str = "beat", **extra) -> Process:
+        process = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "--app",
+                "sessionhub",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.log_dir / f"{name}-schedule"),
+                "--pidfile",
+                "",
+            ],
+            **extra,
+        )
+        wait_until(
+            lambda: "beat: Starting" in process.log() or not process.running,
+            60,
+            0.2,
+            f"{name} to start",
+        )
+        assert process.running, process.log()
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop(timeout=30)
+        self.celery.close()
+        self.redis.close()
+
+    def logs(self) -> str:
+        out = []
+        for process in self.processes:
+            text = process.log()
+            out.append(f"----- {process.name} (last 3000 chars) -----\n{text[-3000:]}")
+        return "\n".join(out)
+
+    # --- API -----------------------------------------------------------------------------
+
+    def login(self, username: str, password: str = PASSWORD, **headers) -> requests.Response:
+        return requests.post(
+            f"{self.web_url}/api/auth/token/",
+            json={"username": username, "password": password},
+            headers=headers,
+            timeout=30,
+        )
+
+    def login_many(self, usernames: list[str], threads: int = 4) -> list[str]:
+        """One session per username (repeat a name for several sessions): the access tokens."""
+        tokens: list[str | None] = [None] * len(usernames)
+
+        def work(offset: int) -> None:
+            with requests.Session() as http:
+                for index in range(offset, len(usernames), threads):
+                    response = http.post(
+                        f"{self.web_url}/api/auth/token/",
+                        json={"username": usernames[index], "password": PASSWORD},
+                        timeout=30,
+                    )
+                    assert response.status_code == 200, response.text
+                    tokens[index] = response.json()["access"]
+
+        workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert None not in tokens
+        return tokens
+
+    def api_calls_exported(self) -> float:
+        """api_calls_total as /metrics exports it (computed from Redis at scrape time)."""
+        text = requests.get(f"{self.web_url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "api_calls":
+                return sum(s.value for s in family.samples if s.name == "api_calls_total")
+        raise AssertionError("api_calls_total not exported")
+
+    # --- sync ------------------------------------------------------------------------------
+
+    def stat(self, name: str) -> int:
+        return int(self.redis.hget("shtest:stats", name) or 0)
+
+    def backlog(self) -> tuple[int, int]:
+        dirty = self.redis.scard("shtest:dirty") + self.redis.scard("shtest:dirty:inflight")
+        return dirty, self.redis.xlen("shtest:events")
+
+    def sync(self, timeout: float = 90) -> dict:
+        """One sync run by the Celery worker; its result (sessions, events, skipped)."""
+        return self.celery.send_task(SYNC_TASK).get(timeout=timeout)
+
+    def sync_until_done(self, timeout: float = 150) -> list[dict]:
+        """Runs of the sync on the worker until one ran (not skipped) and left no backlog."""
+        deadline = time.monotonic() + timeout
+        results = []
+        while True:
+            result = self.sync(timeout=max(deadline - time.monotonic(), 1))
+            results.append(result)
+            if not result["skipped"] and self.backlog() == (0, 0):
+                return results
+            assert time.monotonic() < deadline, f"sync did not finish: {results}"
+            time.sleep(0.5)
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+class Load:
+    """A few threads doing authenticated GETs round the given tokens, counting every answer.
+
+    Each thread pauses between requests (the machine is shared); it stops when told, after
+    `max_seconds`, or after `max_requests` in all. A request that gets no answer at all is
+    recorded as an error: the server may or may not have counted it, so a test of exact totals
+    demands that there be none.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        path: str,
+        tokens: list[str],
+        *,
+        threads: int = 3,
+        pause: float = 0.01,
+        max_seconds: float = 110,
+        max_requests: int = 200_000,
+    ) -> None:
+        self.url = base_url + path
+        self.tokens = list(tokens)
+        self.threads = threads
+        self.pause = pause
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.statuses: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.sent = 0
+
+    def add_tokens(self, tokens: list[str]) -> None:
+        with self._lock:
+            self.tokens.extend(tokens)
+
+    @property
+    def ok(self) -> int:
+        with self._lock:
+            return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    def server_errors(self) -> int:
+        with self._lock:
+            return sum(n for status, n in self.statuses.items() if status >= 500)
+
+    def _run(self, offset: int) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        index = offset
+        with requests.Session() as http:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if self.sent >= self.max_requests:
+                        return
+                    self.sent += 1
+                    token = self.tokens[index % len(self.tokens)]
+                index += self.threads
+                try:
+                    response = http.get(
+                        self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    )
+                except requests.RequestException as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.statuses[response.status_code] += 1
+                self._stop.wait(self.pause)
+
+    def start(self) -> "Load":
+        self._workers = [
+            threading.Thread(target=self._run, args=(n,), name=f"load-{n}", daemon=True)
+            for n in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=60)
+
+    def summary(self) -> str:
+        return f"{self.ok} ok, statuses {dict(self.statuses)}, {len(self.errors)} errors"
+
+
+# --- what PostgreSQL and Redis hold ----------------------------------------------------------
+
+
+def audit_totals(dsn: str) -> dict:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sessions, calls = conn.execute(
+            "SELECT count(*), coalesce(sum(api_call_count), 0) FROM audit_session"
+        ).fetchone()
+        (hour_calls,) = conn.execute(
+            "SELECT coalesce(sum(h.calls::bigint), 0) "
+            "FROM audit_session, jsonb_each_text(hourly_calls) AS h(hour, calls)"
+        ).fetchone()
+        events, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT stream_id) FROM audit_event"
+        ).fetchone()
+        by_type = dict(conn.execute("SELECT event_type, count(*) FROM audit_event GROUP BY 1"))
+        (sessions_with_login,) = conn.execute(
+            "SELECT count(*) FROM audit_session s WHERE EXISTS ("
+            "  SELECT 1 FROM audit_event e WHERE e.session_id = s.sid AND e.event_type = 'login')"
+        ).fetchone()
+    return {
+        "sessions": sessions,
+        "calls": int(calls),
+        "hour_calls": int(hour_calls),
+        "events": events,
+        "distinct_stream_ids": distinct,
+        "by_type": by_type,
+        "sessions_with_login": sessions_with_login,
+    }
+
+
+def assert_exact(stack: Stack, dsn: str, *, calls: int, logins: int, failed_logins: int) -> dict:
+    """The promise: every 2xx tracked call counted once, every event stored once."""
+    totals = audit_totals(dsn)
+    assert totals["calls"] == calls, (totals, calls)
+    assert totals["hour_calls"] == calls, (totals, calls)
+    assert totals["sessions"] == logins, totals
+    assert totals["sessions_with_login"] == logins, totals
+    assert totals["events"] == totals["distinct_stream_ids"] == logins + failed_logins, totals
+    assert totals["by_type"] == {"login": logins, "login_failed": failed_logins}, totals
+    assert stack.stat("api_calls") == calls
+    assert stack.backlog() == (0, 0)
+    return totals
+
+
+def wait_for_flushed(stack: Stack, calls: int, timeout: float = 10) -> int:
+    """Wait until the web workers' flushes have brought Redis's api_calls up to `calls`."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: stack.stat("api_calls") >= calls, timeout, 0.1, "tracking flushes")
+    return stack.stat("api_calls")
+
+
+def database_url(settings_dict: dict) -> str:
+    db = settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+# --- private servers -------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own that stops gracefully (SIGTERM: AOF written and synced)
+    and starts again on the same port and directory."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+        self.args: list[str] = []
+
+    def start(self, *args: str) -> None:
+        self.args = list(args) or self.args
+        log = (self.workdir / "redis.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                [
+                    shutil.which("redis-server"),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.workdir),
+                    "--save",
+                    "",
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            wait_until(lambda: self._ping(client), 20, 0.05, "redis-server to answer")
+        finally:
+            client.close()
+
+    @staticmethod
+    def _ping(client) -> bool:
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM: Redis's own shutdown (with AOF on, the file is flushed and fsynced)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb, pg_ctl), run as `postgres` under root.
+
+    It lives in a directory of its own under the system temporary directory: the `postgres`
+    user cannot enter pytest's (root-only) temporary directories.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.root = Path(tempfile.mkdtemp(prefix="sessionhub-reliability-pg-"))
+        self.data = self.root / "data"
+        self.run_dir = self.root / "run"
+        self.log = self.root / "postgres.log"
+        self.bindir = self._bindir()
+        self.url = f"postgres://postgres@127.0.0.1:{port}/sessionhub"
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.running = False
+
+    @staticmethod
+    def _bindir() -> Path:
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+        if not candidates:
+            import pytest
+
+            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        return candidates[0].parent
+
+    def _run(self, *cmd: str, timeout: float = 120) -> None:
+        argv = list(cmd)
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, result.stdout + result.stderr + self.server_log()
+
+    def server_log(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def init(self) -> None:
+        self.run_dir.mkdir()
+        if os.geteuid() == 0:
+            for path in (self.root, self.run_dir):
+                shutil.chown(path, "postgres", "postgres")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.run_dir} -c listen_addresses=127.0.0.1"
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        self.running = False
+
+    def create_database(self, name: str = "sessionhub") -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def destroy(self) -> None:
+        if self.running:
+            with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+                self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
