@@ -11,6 +11,14 @@ def user_link(user_id: int, username: str) -> str:
     return format_html('<a href="{}">{}</a>', url, username)
 
 
+class UserLinkMixin:
+    """A "user" column linking to the per-user page, for rows with user_id and username."""
+
+    @admin.display(description="user", ordering="username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.username)
+
+
 class WindowFilter(admin.SimpleListFilter):
     title = "window"
     parameter_name = "window"
@@ -34,17 +42,13 @@ class WindowFilter(admin.SimpleListFilter):
 
 
 @admin.register(PowerUser)
-class PowerUserAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+class PowerUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = ("user_link", "api_calls", "days_active_30d", "last_active")
     list_filter = (WindowFilter,)
     search_fields = ("username",)
     ordering = ("-api_calls", "user_id")
     sortable_by = ("api_calls", "days_active_30d", "last_active")
     csv_fields = ("window", "user_id", "username", "api_calls", "days_active_30d", "last_active")
-
-    @admin.display(description="user", ordering="username")
-    def user_link(self, obj):
-        return user_link(obj.user_id, obj.username)
 
 
 class IdleForFilter(admin.SimpleListFilter):
@@ -69,7 +73,7 @@ class IdleForFilter(admin.SimpleListFilter):
 
 
 @admin.register(IdleUser)
-class IdleUserAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+class IdleUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = ("user_link", "email", "last_active", "idle_days", "never_active", "date_joined")
     list_filter = (IdleForFilter,)
     search_fields = ("username", "email")
@@ -84,13 +88,9 @@ class IdleUserAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "date_joined",
     )
 
-    @admin.display(description="user", ordering="username")
-    def user_link(self, obj):
-        return user_link(obj.user_id, obj.username)
-
 
 @admin.register(UserActivity)
-class UserActivityAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = (
         "user_link",
         "status",
@@ -121,10 +121,6 @@ class UserActivityAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "api_calls_30d",
         "days_active_30d",
     )
-
-    @admin.display(description="user", ordering="username")
-    def user_link(self, obj):
-        return user_link(obj.user_id, obj.username)
 
 
 @admin.register(SuspiciousIp)
