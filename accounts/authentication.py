@@ -6,6 +6,8 @@ loaded lazily, only if a view reads more than its id (the session being live alr
 user is valid, because disabling a user or changing a password ends its sessions).
 """
 
+from functools import lru_cache
+
 from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -16,6 +18,12 @@ from .events import MAX_USER_AGENT, clean_text
 from .tracking import Verdict, tracker
 
 SESSION_ENDED = "Session has ended; log in again."
+
+
+@lru_cache(maxsize=4096)
+def _clean_user_agent(value: str) -> str:
+    """User agents repeat: each distinct one is cleaned once."""
+    return clean_text(value, MAX_USER_AGENT)
 
 
 class SessionUser:
@@ -83,7 +91,7 @@ class SessionJWTAuthentication(JWTAuthentication):
             started_at=started,
             last_active_hint=last_active,
             ip=client_ip(request.META),
-            user_agent=clean_text(request.META.get("HTTP_USER_AGENT"), MAX_USER_AGENT),
+            user_agent=_clean_user_agent(request.META.get("HTTP_USER_AGENT", "")),
         )
         if verdict is Verdict.ENDED:
             raise AuthenticationFailed(SESSION_ENDED, code="session_ended")

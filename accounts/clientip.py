@@ -9,7 +9,7 @@ REMOTE_ADDR is the client and XFF is ignored.
 """
 
 import ipaddress
-from functools import cache
+from functools import cache, lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -32,7 +32,10 @@ def _trusted(spec: str) -> int | tuple[Network, ...]:
         ) from exc
 
 
+@lru_cache(maxsize=8192)
 def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from a header value (cached: the same few addresses come again and again,
+    and parsing one costs more than the rest of the request's tracking)."""
     value = value.strip()
     if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443"
         value = value[1 : value.index("]")]

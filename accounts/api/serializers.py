@@ -38,6 +38,9 @@ class TokenBodySerializer(serializers.Serializer):
 
 
 class UserSerializer(serializers.ModelSerializer):
+    # Blank for users without one (the first admin has none): not documented as format "email".
+    email = serializers.CharField(read_only=True)
+
     class Meta:
         model = User
         fields = ["id", "username", "email", "first_name", "last_name", "is_staff"]
