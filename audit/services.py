@@ -20,7 +20,8 @@ from .sync import Progress
 
 logger = logging.getLogger(__name__)
 
-SYNC_LOCK_SECONDS = 120
+# Renewed after every commit; short, so a worker killed mid-run holds the others back briefly.
+SYNC_LOCK_SECONDS = 30
 
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -2,7 +2,9 @@
 
 import logging
 
-from rest_framework import status
+from django.db import InterfaceError, OperationalError, connection
+from rest_framework import parsers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -11,13 +13,30 @@ from sessionhub.redis import REDIS_UNAVAILABLE
 logger = logging.getLogger(__name__)
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser; JSON nested deeper than Python's decoder can follow is a 400 too."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise ParseError("JSON parse error - nested too deeply") from exc
+
+
+def _unavailable(what: str, context) -> Response:
+    logger.warning("%s: %s unavailable", context["view"].__class__.__name__, what)
+    return Response(
+        {"detail": f"The {what} is unavailable; try again shortly."},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
 def exception_handler(exc, context):
+    # Views that need a store that is away cannot answer: say so (503), don't crash (500).
     if isinstance(exc, REDIS_UNAVAILABLE):
-        # Views that read live state cannot answer without Redis: say so, don't crash.
-        logger.warning("%s: redis unavailable", context["view"].__class__.__name__)
-        return Response(
-            {"detail": "The live session store is unavailable; try again shortly."},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
+        return _unavailable("live session store", context)
+    if isinstance(exc, OperationalError | InterfaceError):
+        connection.close_if_unusable_or_obsolete()
+        return _unavailable("database", context)
     return drf_exception_handler(exc, context)

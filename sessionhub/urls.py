@@ -9,7 +9,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("accounts.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # GET only: its HTML renderer has no template for an OPTIONS answer (that was a 500).
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
+        name="docs",
+    ),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
 ]

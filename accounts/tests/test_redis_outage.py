@@ -46,3 +46,23 @@ def test_redis_stopped_mid_test(private_redis, api_client, user, password, staff
     types = [entry[b"d"] for _, entry in get_redis().xrange(keys.events())]
     assert any(b'"login_failed"' in entry for entry in types)
     assert int(get_redis().hget(keys.stats(), "tracking_errors")) >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_down_is_a_503_not_a_500(api_client, user, password, unused_tcp_port):
+    from django.db import connection
+
+    tokens = login(api_client, user.username, password).json()
+    saved = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = unused_tcp_port
+    try:
+        # Tracked calls need no SQL and keep working; what needs the database says so.
+        assert api_client.get("/api/sessions/", **bearer(tokens["access"])).status_code == 200
+        response = login(api_client, user.username, password)
+        assert response.status_code == 503
+        assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+        assert api_client.get("/api/me/", **bearer(tokens["access"])).status_code == 503
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = saved

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -135,7 +135,9 @@ class Stack:
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
-        self.celery = Celery("reliability-client", broker=redis_url, backend=redis_url)
+        self.celery = Celery(
+            "reliability-client", broker=redis_url, backend=redis_url, set_as_current=False
+        )
         self.celery.conf.update(
             accept_content=["json"],
             task_serializer="json",
@@ -236,8 +238,6 @@ class Stack:
                 "INFO",
                 "--schedule",
                 str(self.log_dir / f"{name}-schedule"),
-                "--pidfile",
-                "",
             ],
             **extra,
         )
@@ -251,10 +251,17 @@ class Stack:
         return process
 
     def stop_all(self) -> None:
+        """Stop every process (the last started first); one failing to stop stops no other."""
+        errors = []
         for process in reversed(self.processes):
-            process.stop(timeout=30)
-        self.celery.close()
-        self.redis.close()
+            try:
+                process.stop(timeout=30)
+            except Exception as exc:  # reported after the others are stopped too
+                errors.append(f"{process.name}: {exc!r}")
+        with contextlib.suppress(Exception):
+            self.celery.close()
+            self.redis.close()
+        assert not errors, errors
 
     def logs(self) -> str:
         out = []
@@ -473,8 +480,12 @@ def wait_for_flushed(stack: Stack, calls: int, timeout: float = 10) -> int:
 
 
 def database_url(settings_dict: dict) -> str:
+    """The URL of Django's current database (the test database, during a test)."""
     db = settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    user = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        user += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 # --- private servers -------------------------------------------------------------------------
