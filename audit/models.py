@@ -33,6 +33,11 @@ class AuditSession(models.Model):
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
     api_call_count = models.BigIntegerField(default=0)
     hourly_calls = models.JSONField(default=dict, blank=True)
+    # Redis lost the session and a web process rebuilt it (count restarting from zero): the
+    # generation of the copy last written, and what earlier generations had counted.
+    generation = models.BigIntegerField(default=0)
+    calls_before = models.BigIntegerField(default=0)
+    hourly_before = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "audit_session"

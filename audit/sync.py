@@ -43,7 +43,7 @@ STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS sync_session_stage (
     sid text, user_id bigint, ip text, user_agent text, started double precision,
     last_active double precision, ended double precision, end_reason text,
-    api_call_count bigint, hourly_calls jsonb
+    api_call_count bigint, hourly_calls jsonb, generation bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS sync_event_stage (
     stream_id text, event_type text, user_id bigint, username text, ip inet, user_agent text,
@@ -54,18 +54,35 @@ TRUNCATE sync_session_stage, sync_event_stage;
 
 COPY_SESSIONS = "COPY sync_session_stage FROM STDIN (FORMAT text)"
 
-# Move forward only: the newer copy holds every hour of the older one, each at least as large.
+# Within a generation, counts are absolute and only move forward: the newer copy holds every
+# hour of the older one, each at least as large. A newer generation (Redis lost the session and
+# a web process rebuilt it, counting from zero) is added to what the earlier ones left.
 SESSION_MERGE = """
+    generation = GREATEST(s.generation, {new}.generation),
+    calls_before = CASE WHEN {new}.generation > s.generation
+                        THEN s.api_call_count ELSE s.calls_before END,
+    hourly_before = CASE WHEN {new}.generation > s.generation
+                         THEN s.hourly_calls ELSE s.hourly_before END,
+    api_call_count = CASE WHEN {new}.generation > s.generation
+                          THEN s.api_call_count + {new}.api_call_count
+                          ELSE GREATEST(s.api_call_count, s.calls_before + {new}.api_call_count)
+                     END,
+    hourly_calls = CASE
+        WHEN {new}.generation > s.generation
+            THEN audit_hours_sum(s.hourly_calls, {new}.hourly_calls)
+        WHEN s.calls_before + {new}.api_call_count < s.api_call_count THEN s.hourly_calls
+        WHEN s.calls_before = 0 THEN {new}.hourly_calls
+        ELSE audit_hours_sum(s.hourly_before, {new}.hourly_calls)
+    END,
     last_active = GREATEST(s.last_active, {new}.last_active),
-    api_call_count = GREATEST(s.api_call_count, {new}.api_call_count),
-    hourly_calls = CASE WHEN {new}.api_call_count >= s.api_call_count
-                        THEN {new}.hourly_calls ELSE s.hourly_calls END,
     ended_at = COALESCE(s.ended_at, {new}.ended_at),
     end_reason = CASE WHEN s.ended_at IS NULL THEN {new}.end_reason ELSE s.end_reason END
 """
 SESSION_CHANGED = """
-    s.last_active < {new}.last_active OR s.api_call_count < {new}.api_call_count
-    OR (s.ended_at IS NULL AND {new}.ended_at IS NOT NULL)
+    {new}.generation >= s.generation AND (
+        {new}.generation > s.generation OR s.last_active < {new}.last_active
+        OR s.api_call_count < s.calls_before + {new}.api_call_count
+        OR (s.ended_at IS NULL AND {new}.ended_at IS NOT NULL))
 """
 
 # The stage as audit_session's columns; the IP optionally cut to its network (/24, /48).
@@ -78,7 +95,8 @@ STAGED_SESSIONS = """
              ELSE st.ip::inet END AS ip,
         st.user_agent, to_timestamp(st.started) AS started_at,
         to_timestamp(st.last_active) AS last_active, to_timestamp(st.ended) AS ended_at,
-        st.end_reason, st.api_call_count, st.hourly_calls
+        st.end_reason, st.api_call_count, st.hourly_calls, coalesce(st.generation, 0) AS generation,
+        0 AS calls_before, '{}'::jsonb AS hourly_before
     FROM sync_session_stage st
     WHERE st.started IS NOT NULL AND st.last_active IS NOT NULL
     ORDER BY st.sid, st.api_call_count DESC
@@ -92,7 +110,7 @@ WHERE s.sid = n.sid AND ({SESSION_CHANGED.format(new="n")})
 
 SESSION_COLUMNS = (
     "sid, user_id, ip, user_agent, started_at, last_active, ended_at, end_reason, "
-    "api_call_count, hourly_calls"
+    "api_call_count, hourly_calls, generation, calls_before, hourly_before"
 )
 
 # New sessions; the ON CONFLICT branch only runs when another sync inserted one meanwhile.
@@ -211,7 +229,7 @@ def sanitized(copy_text: bytes) -> bytes:
     good = []
     for line in copy_text.split(b"\n"):
         fields = line.split(b"\t")
-        if len(fields) != 10:
+        if len(fields) != 11:
             continue
         fields[3] = fields[3].decode("utf-8", "replace").encode()
         try:

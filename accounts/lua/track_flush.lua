@@ -1,7 +1,9 @@
 -- Apply one flush of a web process's aggregated tracking: one round trip for many requests.
 -- For each entry: api_call_count += calls, the hour bucket += calls, last_active = max(),
 -- the active index (unless ended) and the dirty mark for the sync. A session unknown to Redis
--- (login while Redis was away, or Redis lost its data) is rebuilt from the token's claims.
+-- (login while Redis was away, or Redis lost its data) is rebuilt from the token's claims, as a
+-- new generation (g = now in ms): its count starts again from zero, and the sync adds it to
+-- what PostgreSQL holds of the earlier generations instead of taking the larger of the two.
 -- Then the process's counters and the events it held back during a Redis outage.
 -- Exactly once: the batch carries the process's sequence number; a number already applied
 -- (the reply to an earlier try was lost) is skipped.
@@ -25,7 +27,10 @@ for _ = 1, tonumber(ARGV[6]) do
   i = i + 8
   local key = prefix .. sid
   if redis.call('EXISTS', key) == 0 then
-    redis.call('HSET', key, 'u', uid, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua)
+    local time = redis.call('TIME')
+    local generation = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+    redis.call('HSET', key, 'u', uid, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua,
+               'g', generation)
     redis.call('ZADD', KEYS[2], 'NX', st, sid)
     redis.call('ZADD', KEYS[1], 'GT', st, sid)
     redis.call('SADD', uprefix .. uid, sid)

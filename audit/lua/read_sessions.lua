@@ -3,7 +3,8 @@
 -- text format, so the sync streams the reply straight into COPY without touching each row.
 -- KEYS: 1 in-flight set. ARGV: 1 cursor, 2 batch size, 3 session key prefix.
 -- Columns: sid, user id, ip, user agent, started, last active, ended (epoch seconds; \N when
--- open), end reason, api calls, hourly calls as a JSON object {"<hour epoch>": calls}.
+-- open), end reason, api calls, hourly calls as a JSON object {"<hour epoch>": calls},
+-- generation (0 unless Redis lost the session and a web process rebuilt it).
 -- Returns {next cursor, the lines, sid of each ended session, ...}.
 local function text(value)
   if not value then return '' end
@@ -39,7 +40,7 @@ for _, sid in ipairs(scan[2]) do
     lines[#lines + 1] = table.concat({
       text(sid), number(f['u']), text(f['ip']), text(f['ua']), number(f['st']),
       number(f['la']), number(f['end']), text(f['why']), number(f['n'] or '0'),
-      '{' .. table.concat(hours, ',') .. '}',
+      '{' .. table.concat(hours, ',') .. '}', number(f['g'] or '0'),
     }, '\t') .. '\n'
     if f['end'] then ended[#ended + 1] = sid end
   end

@@ -220,3 +220,26 @@ def test_ip_anonymization(traffic, settings):
     assert {str(ip) for ip in AuditSession.objects.values_list("ip", flat=True)} == {"127.0.0.0"}
     event_ips = AuditEvent.objects.exclude(ip=None).values_list("ip", flat=True)
     assert {str(ip) for ip in event_ips} == {"127.0.0.0"}
+
+
+def test_redis_losing_a_session_does_not_hide_its_new_calls(api_client, user, password):
+    """Redis restarts empty: the session is rebuilt from its token counting from zero, as a new
+    generation that PostgreSQL adds to what it had, instead of keeping the larger count."""
+    client = get_redis()
+    tokens = login(api_client, user.username, password).json()
+
+    def calls(n):
+        for _ in range(n):
+            assert api_client.get("/api/sessions/", **bearer(tokens["access"])).status_code == 200
+        assert tracker.flush()
+        services.sync_run()
+        session = AuditSession.objects.get()
+        return session.api_call_count, sum(session.hourly_calls.values())
+
+    assert calls(10) == (10, 10)
+    client.flushdb()  # what a restart without persistence leaves
+    assert calls(5) == (15, 15)
+    assert calls(3) == (18, 18)
+    client.sadd(keys.dirty(), AuditSession.objects.get().sid)  # a replay changes nothing
+    services.sync_run()
+    assert AuditSession.objects.get().api_call_count == 18

@@ -144,8 +144,11 @@ def test_redis_restart_without_persistence_loss_is_measured(
     stack.sync_until_done()
     totals = audit_totals(stack.database_url)
     lost = load.ok - totals["calls"]
-    # Loss, yes; counting a call twice or storing an event twice, never.
-    assert 0 <= lost <= load.ok
+    # Loss, yes — but only of what Redis alone held: the calls counted after the last sync and
+    # before the stop. Calls after the restart go to rebuilt sessions, a new generation that
+    # PostgreSQL adds to what it had. Counting a call twice or storing an event twice, never.
+    unsynced = calls_at_stop - synced_before
+    assert 0 <= lost <= unsynced
     assert totals["hour_calls"] == totals["calls"]
     assert totals["events"] == totals["distinct_stream_ids"]
     assert totals["by_type"].get("login") == SESSIONS
@@ -153,8 +156,7 @@ def test_redis_restart_without_persistence_loss_is_measured(
     with capsys.disabled():
         print(
             f"\n[redis restart, NO persistence] {load.ok} calls made, {totals['calls']} in "
-            f"PostgreSQL: {lost} lost ({lost / load.ok:.1%}); {calls_at_stop - synced_before} "
-            f"made after the last sync before the stop, {lost - (calls_at_stop - synced_before)} "
-            f"more after the restart (hidden under the counts already synced); "
-            f"failed-login events lost: {lost_events} of 2"
+            f"PostgreSQL: {lost} lost ({lost / load.ok:.1%}), of {unsynced} made after the last "
+            f"sync and before the stop (the rest of those were still in the web processes and "
+            f"flushed after the restart); failed-login events lost: {lost_events} of 2"
         )
