@@ -8,6 +8,7 @@
 -- Returns {next cursor, the lines, sid of each ended session, ...}.
 local function text(value)
   if not value then return '' end
+  if not string.find(value, '[%z\\\t\n\r]') then return value end  -- the usual case
   value = string.gsub(value, '%z', '')
   value = string.gsub(value, '\\', '\\\\')
   value = string.gsub(value, '\t', '\\t')
@@ -17,7 +18,7 @@ local function text(value)
 end
 
 local function number(value)
-  if value and string.match(value, '^%-?[%d.eE+%-]+$') then return value end
+  if value and tonumber(value) then return value end
   return '\\N'
 end
 
