@@ -39,6 +39,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+import redis
 from django.conf import settings
 
 from sessionhub import clock
@@ -361,24 +362,30 @@ class Tracker:
         args += batch.events
         try:
             client = get_redis()
-            pipe = client.pipeline(transaction=False)
-            livesessions.script("track_flush")(
-                keys=[
-                    keys.active_index(),
-                    keys.started_index(),
-                    keys.dirty(),
-                    keys.stats(),
-                    keys.events(),
-                    keys.flush_sequence(self._process_id),
-                ],
-                args=args,
-                client=pipe,
-            )
-            for sid, reason, ended_at, actor_id in batch.ends:
-                livesessions.end(
-                    sid=sid, reason=reason, ended_at=ended_at, actor_id=actor_id, client=pipe
-                )
-            results = pipe.execute(raise_on_error=False)
+            flush_keys = [
+                keys.active_index(),
+                keys.started_index(),
+                keys.dirty(),
+                keys.stats(),
+                keys.events(),
+                keys.flush_sequence(self._process_id),
+            ]
+            flush = livesessions.script("track_flush")
+            if not batch.ends:
+                # The usual flush: one EVALSHA, one round trip. (A pipeline would add a
+                # SCRIPT EXISTS round trip before every execute.)
+                try:
+                    results = [flush(keys=flush_keys, args=args, client=client)]
+                except redis.ResponseError as exc:
+                    results = [exc]
+            else:
+                pipe = client.pipeline(transaction=False)
+                flush(keys=flush_keys, args=args, client=pipe)
+                for sid, reason, ended_at, actor_id in batch.ends:
+                    livesessions.end(
+                        sid=sid, reason=reason, ended_at=ended_at, actor_id=actor_id, client=pipe
+                    )
+                results = pipe.execute(raise_on_error=False)
         except REDIS_UNAVAILABLE:
             self._redis_failed(now, "flush")
             return False
