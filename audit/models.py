@@ -19,11 +19,16 @@ class AuditSession(models.Model):
 
     sid = models.CharField(primary_key=True, max_length=64)
     # Looked up through audit_session_user_started; a separate user_id index would only cost.
+    # No foreign-key constraint in PostgreSQL: the sync inserts only sessions whose user exists
+    # (it joins accounts_user), and a constraint's per-row check cost a quarter of its write
+    # time (bench/README.md). Deleting a user still deletes their sessions (Django's CASCADE);
+    # a session inserted while its user was being deleted is removed by `prune_audit`.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="audit_sessions",
         db_index=False,
+        db_constraint=False,
     )
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
@@ -66,8 +71,13 @@ class AuditSession(models.Model):
 class AuditUserActivity(models.Model):
     """First and last activity of each user, kept by the sync with LEAST/GREATEST."""
 
+    # No constraint in PostgreSQL, for the reason given on AuditSession.user.
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="+",
+        db_constraint=False,
     )
     first_active = models.DateTimeField()
     last_active = models.DateTimeField()

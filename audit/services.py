@@ -112,6 +112,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
 class PruneResult:
     events: int
     sessions: int
+    orphans: int = 0
 
 
 def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
@@ -140,7 +141,21 @@ def audit_prune(*, older_than: timedelta, batch: int = 10_000, progress=None) ->
         "  SELECT sid FROM audit_session WHERE ended_at < %s LIMIT %s)",
         [cutoff], batch, progress,
     )  # fmt: skip
-    return PruneResult(events=events, sessions=sessions)
+    # audit_session has no foreign-key constraint (see the model): rows whose user was deleted
+    # while a sync was writing them go here.
+    orphans = _delete_in_batches(
+        "DELETE FROM audit_session WHERE sid IN ("
+        "  SELECT s.sid FROM audit_session s"
+        "  WHERE NOT EXISTS (SELECT 1 FROM accounts_user u WHERE u.id = s.user_id) LIMIT %s)",
+        [], batch, progress,
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM audit_user_activity a"
+            " WHERE NOT EXISTS (SELECT 1 FROM accounts_user u WHERE u.id = a.user_id)"
+        )
+        orphans += cursor.rowcount
+    return PruneResult(events=events, sessions=sessions, orphans=orphans)
 
 
 def outstanding_tokens_flush() -> int:

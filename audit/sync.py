@@ -6,9 +6,9 @@ At-least-once delivery, exactly-once effect:
   (a crashed run's in-flight set is finished first). One Lua call returns a batch of sessions
   already rendered as COPY text, so Python streams it to PostgreSQL without handling each row
   (a reader thread keeps the next batches coming while PostgreSQL writes). Per transaction of
-  about SYNC_COMMIT_ROWS sessions: COPY into a temporary table, one `UPDATE … FROM` for the
-  sessions PostgreSQL has (heap-only updates: no indexed column changes while a session is
-  open) and one `INSERT` for the new ones. Counts are absolute and only move forward
+  about SYNC_COMMIT_ROWS sessions: COPY into a temporary table, then one `INSERT … ON
+  CONFLICT DO UPDATE` for new and known sessions alike (heap-only updates: no indexed column
+  changes while a session is open). Counts are absolute and only move forward
   (GREATEST), so a replay — after a crash between commit and acknowledgement, a task
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
   in-flight set deleted and ended sessions allowed to expire from Redis.
@@ -86,8 +86,10 @@ SESSION_CHANGED = """
 """
 
 # The stage as audit_session's columns; the IP optionally cut to its network (/24, /48).
+# SSCAN may return a session twice (the set's table being resized): a transaction holding a
+# duplicate keeps the copy with the most calls ({distinct}); the usual one skips that sort.
 STAGED_SESSIONS = """
-    SELECT DISTINCT ON (st.sid)
+    SELECT {distinct}
         st.sid, st.user_id,
         CASE WHEN coalesce(st.ip, '') = '' THEN NULL
              WHEN %(anonymize)s THEN host(network(set_masklen(st.ip::inet,
@@ -96,32 +98,36 @@ STAGED_SESSIONS = """
         st.user_agent, to_timestamp(st.started) AS started_at,
         to_timestamp(st.last_active) AS last_active, to_timestamp(st.ended) AS ended_at,
         st.end_reason, st.api_call_count, st.hourly_calls, coalesce(st.generation, 0) AS generation,
-        0 AS calls_before, '{}'::jsonb AS hourly_before
+        0 AS calls_before, '{{}}'::jsonb AS hourly_before
     FROM sync_session_stage st
     WHERE st.started IS NOT NULL AND st.last_active IS NOT NULL
-    ORDER BY st.sid, st.api_call_count DESC
+    {order}
 """
-
-UPDATE_SESSIONS = f"""
-UPDATE audit_session s SET {SESSION_MERGE.format(new="n")}
-FROM ({STAGED_SESSIONS}) n
-WHERE s.sid = n.sid AND ({SESSION_CHANGED.format(new="n")})
-"""  # noqa: S608 - built from constants
+DEDUPLICATE = {
+    "distinct": "DISTINCT ON (st.sid)",
+    "order": "ORDER BY st.sid, st.api_call_count DESC",
+}
+AS_IS = {"distinct": "", "order": ""}
 
 SESSION_COLUMNS = (
     "sid, user_id, ip, user_agent, started_at, last_active, ended_at, end_reason, "
     "api_call_count, hourly_calls, generation, calls_before, hourly_before"
 )
 
-# New sessions; the ON CONFLICT branch only runs when another sync inserted one meanwhile.
-INSERT_SESSIONS = f"""
+# One statement for new and known sessions: the unique index arbitrates each row, so no plan
+# has to join audit_session (whose statistics lag behind while it grows), and a session that
+# did not change is left as it is.
+UPSERT_SESSIONS = f"""
 INSERT INTO audit_session AS s ({SESSION_COLUMNS})
-SELECT n.* FROM ({STAGED_SESSIONS}) n
+SELECT n.* FROM ({{staged}}) n
 JOIN accounts_user u ON u.id = n.user_id
-WHERE NOT EXISTS (SELECT 1 FROM audit_session e WHERE e.sid = n.sid)
 ON CONFLICT (sid) DO UPDATE SET {SESSION_MERGE.format(new="EXCLUDED")}
 WHERE {SESSION_CHANGED.format(new="EXCLUDED")}
 """  # noqa: S608 - built from constants
+
+# For a stage of distinct sessions, and for one that may hold duplicates.
+UPSERT_DISTINCT = UPSERT_SESSIONS.format(staged=STAGED_SESSIONS.format(**AS_IS))
+UPSERT_DEDUPLICATING = UPSERT_SESSIONS.format(staged=STAGED_SESSIONS.format(**DEDUPLICATE))
 
 UPSERT_USER_ACTIVITY = """
 INSERT INTO audit_user_activity AS a (user_id, first_active, last_active)
@@ -208,15 +214,28 @@ def _ip(value: bytes | str | None, anonymize_ip: bool):
 
 @dataclass(slots=True)
 class SessionBatch:
-    """Sessions as COPY text lines (one per session), and which of them have ended."""
+    """Sessions as COPY text lines (one per session), their sids, and which have ended."""
 
     copy_text: bytes
-    count: int
+    sids: list[bytes]
     ended_sids: list[str]
+
+    @classmethod
+    def from_reply(cls, copy_text: bytes, ended_sids: list[str]) -> "SessionBatch":
+        sids = [line.partition(b"\t")[0] for line in copy_text.splitlines()]
+        return cls(copy_text, sids, ended_sids)
+
+    @property
+    def count(self) -> int:
+        return len(self.sids)
+
+    @property
+    def distinct(self) -> bool:
+        return len(set(self.sids)) == len(self.sids)
 
     def extend(self, other: "SessionBatch") -> None:
         self.copy_text += other.copy_text
-        self.count += other.count
+        self.sids.extend(other.sids)
         self.ended_sids.extend(other.ended_sids)
 
 
@@ -253,28 +272,28 @@ def _raw_cursor():
 
 
 def write_sessions(batch: SessionBatch, *, anonymize_ip: bool) -> int:
-    """One transaction: COPY to staging, update known sessions, insert new ones, user activity.
+    """One transaction: COPY to staging, upsert the sessions, then the users' activity.
 
     A batch PostgreSQL refuses (an unparseable IP, bytes that are not UTF-8) is written again
     through `sanitized`; nothing else about it changes.
     """
+    upsert = UPSERT_DISTINCT if batch.distinct else UPSERT_DEDUPLICATING
     try:
-        _write_sessions(batch.copy_text, anonymize_ip)
+        _write_sessions(batch.copy_text, anonymize_ip, upsert)
     except DataError:
         logger.warning("sync: a session batch needed sanitizing")
-        _write_sessions(sanitized(batch.copy_text), anonymize_ip)
+        _write_sessions(sanitized(batch.copy_text), anonymize_ip, upsert)
     return batch.count
 
 
-def _write_sessions(copy_text: bytes, anonymize_ip: bool) -> None:
+def _write_sessions(copy_text: bytes, anonymize_ip: bool, upsert: str) -> None:
     params = {"anonymize": anonymize_ip}
     with transaction.atomic(), _raw_cursor() as cursor:
         cursor.execute(STAGING_DDL)
         cursor.execute("SET LOCAL work_mem = '64MB'")  # the de-duplicating sort stays in memory
         with cursor.copy(COPY_SESSIONS) as copy:
             copy.write(copy_text)
-        cursor.execute(UPDATE_SESSIONS, params)
-        cursor.execute(INSERT_SESSIONS, params)
+        cursor.execute(upsert, params)
         cursor.execute(UPSERT_USER_ACTIVITY)
 
 
@@ -287,15 +306,17 @@ def _read_session_batches(batch_size: int) -> Iterator[SessionBatch]:
         )
         cursor, copy_text = reply[0].decode(), reply[1]
         if copy_text:
-            yield SessionBatch(
-                copy_text, copy_text.count(b"\n"), [sid.decode() for sid in reply[2:]]
-            )
+            yield SessionBatch.from_reply(copy_text, [sid.decode() for sid in reply[2:]])
         if cursor == "0":
             return
 
 
-def _prefetch(batches: Iterator, depth: int = 4) -> Iterator:
-    """Read Redis in a thread while the caller writes PostgreSQL: the two overlap."""
+def _prefetch(batches: Iterator, depth: int) -> Iterator:
+    """Read Redis in a thread while the caller writes PostgreSQL: the two overlap.
+
+    `depth` batches may wait: enough for the reader to fill the next commit group while the
+    writer works on the current one (with less, it stops after a few batches and waits).
+    """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 
@@ -347,7 +368,8 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
         if not total:
             break
         done = 0
-        batches = _prefetch(_read_session_batches(batch_size))
+        depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
+        batches = _prefetch(_read_session_batches(batch_size), depth)
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
             done += write_sessions(group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE)
             if group.ended_sids:

@@ -31,7 +31,7 @@ def prune_audit() -> dict:
     from sessionhub.conf import get_settings
 
     result = services.audit_prune(older_than=timedelta(days=get_settings().AUDIT_RETENTION_DAYS))
-    return {"events": result.events, "sessions": result.sessions}
+    return {"events": result.events, "sessions": result.sessions, "orphans": result.orphans}
 
 
 @shared_task(acks_late=True, soft_time_limit=300, time_limit=360)

@@ -6,14 +6,17 @@
 -- open), end reason, api calls, hourly calls as a JSON object {"<hour epoch>": calls},
 -- generation (0 unless Redis lost the session and a web process rebuilt it).
 -- Returns {next cursor, the lines, sid of each ended session, ...}.
+local find, gsub, sub, byte = string.find, string.gsub, string.sub, string.byte
+local concat, tonumber, call = table.concat, tonumber, redis.call
+
 local function text(value)
   if not value then return '' end
-  if not string.find(value, '[%z\\\t\n\r]') then return value end  -- the usual case
-  value = string.gsub(value, '%z', '')
-  value = string.gsub(value, '\\', '\\\\')
-  value = string.gsub(value, '\t', '\\t')
-  value = string.gsub(value, '\n', '\\n')
-  value = string.gsub(value, '\r', '\\r')
+  if not find(value, '[%z\\\t\n\r]') then return value end  -- the usual case
+  value = gsub(value, '%z', '')
+  value = gsub(value, '\\', '\\\\')
+  value = gsub(value, '\t', '\\t')
+  value = gsub(value, '\n', '\\n')
+  value = gsub(value, '\r', '\\r')
   return value
 end
 
@@ -22,30 +25,42 @@ local function number(value)
   return '\\N'
 end
 
-local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local prefix = ARGV[3]
+local scan = call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local lines, ended = {}, {}
 for _, sid in ipairs(scan[2]) do
-  local flat = redis.call('HGETALL', ARGV[3] .. sid)
+  local flat = call('HGETALL', prefix .. sid)
   if #flat > 0 then
-    local f, hours = {}, {}
+    -- Fields by name without building a table per session: names are interned strings, so
+    -- these comparisons are pointer comparisons.
+    local u, ip, ua, st, la, en, why, n, g
+    local hours, h = {}, 0
     for i = 1, #flat, 2 do
-      local name = flat[i]
-      if string.sub(name, 1, 2) == 'h:' then
-        if number(string.sub(name, 3)) ~= '\\N' and number(flat[i + 1]) ~= '\\N' then
-          hours[#hours + 1] = '"' .. string.sub(name, 3) .. '":' .. flat[i + 1]
+      local name, value = flat[i], flat[i + 1]
+      if byte(name, 1) == 104 and byte(name, 2) == 58 then  -- 'h:<hour epoch>'
+        local hour = sub(name, 3)
+        if tonumber(hour) and tonumber(value) then
+          h = h + 1
+          hours[h] = '"' .. hour .. '":' .. value
         end
-      else
-        f[name] = flat[i + 1]
+      elseif name == 'la' then la = value
+      elseif name == 'n' then n = value
+      elseif name == 'u' then u = value
+      elseif name == 'st' then st = value
+      elseif name == 'ip' then ip = value
+      elseif name == 'ua' then ua = value
+      elseif name == 'end' then en = value
+      elseif name == 'why' then why = value
+      elseif name == 'g' then g = value
       end
     end
-    lines[#lines + 1] = table.concat({
-      text(sid), number(f['u']), text(f['ip']), text(f['ua']), number(f['st']),
-      number(f['la']), number(f['end']), text(f['why']), number(f['n'] or '0'),
-      '{' .. table.concat(hours, ',') .. '}', number(f['g'] or '0'),
+    lines[#lines + 1] = concat({
+      text(sid), number(u), text(ip), text(ua), number(st), number(la), number(en), text(why),
+      number(n or '0'), '{' .. concat(hours, ',') .. '}', number(g or '0'),
     }, '\t') .. '\n'
-    if f['end'] then ended[#ended + 1] = sid end
+    if en then ended[#ended + 1] = sid end
   end
 end
-local out = {scan[1], table.concat(lines)}
+local out = {scan[1], concat(lines)}
 for _, sid in ipairs(ended) do out[#out + 1] = sid end
 return out

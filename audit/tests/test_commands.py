@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.tests.helpers import bearer, login
 from accounts.tracking import tracker
-from audit.models import AuditEvent, AuditSession
+from audit.models import AuditEvent, AuditSession, AuditUserActivity
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +47,31 @@ def test_prune_audit_deletes_only_what_is_old(api_client, user, password):
     assert "pruned 1 events and 1 ended sessions older than 90 days" in output
     assert AuditEvent.objects.count() == 1
     assert AuditSession.objects.count() == 1
+
+
+def test_prune_audit_removes_rows_of_users_deleted_during_a_sync(user, django_user_model):
+    """audit_session has no FK constraint: a sync committing while the user's deletion runs
+    can leave a row behind, as these two rows written after the deletion do."""
+    gone = django_user_model.objects.create_user(username="gone", password="x")
+    gone_id, now = gone.pk, timezone.now()
+    gone.delete()
+    AuditSession.objects.create(sid="orphan", user_id=gone_id, started_at=now, last_active=now)
+    AuditUserActivity.objects.create(user_id=gone_id, first_active=now, last_active=now)
+    AuditSession.objects.create(sid="kept", user=user, started_at=now, last_active=now)
+
+    output = run("prune_audit")
+
+    assert "and 2 rows of deleted users" in output
+    assert list(AuditSession.objects.values_list("sid", flat=True)) == ["kept"]
+    assert not AuditUserActivity.objects.exists()
+
+
+def test_deleting_a_user_deletes_their_sessions(api_client, user, password):
+    login(api_client, user.username, password)
+    tracker.flush()
+    run("sync_sessions")
+    user.delete()
+    assert AuditSession.objects.count() == AuditUserActivity.objects.count() == 0
 
 
 def test_prune_audit_refuses_a_bad_age():

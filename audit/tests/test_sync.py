@@ -155,6 +155,26 @@ def test_the_same_batch_delivered_twice(traffic):
     assert totals() == expected_totals(traffic)
 
 
+def test_a_batch_holding_a_session_twice_keeps_the_newer_copy(traffic):
+    """SSCAN may return a member twice; the transaction then de-duplicates (most calls wins)."""
+    tokens = traffic((10, 20, 5, 25))
+    client = APIClient()
+    sync._script("claim_dirty")(keys=[keys.dirty(), keys.dirty_inflight()])
+    [older] = list(sync._read_session_batches(100))
+    for _ in range(7):  # the second session (open) gets 7 more calls before the re-read
+        assert client.get("/api/sessions/", **bearer(tokens[1]["access"])).status_code == 200
+    assert tracker.flush()
+    [newer] = list(sync._read_session_batches(100))
+    newer.extend(older)  # the newer copies first: the older ones must not win by order
+    assert not newer.distinct
+
+    sync.write_sessions(newer, anonymize_ip=False)
+
+    written = totals()
+    assert written["sessions"] == 4
+    assert written["calls"] == written["hour_calls"] == 60 + 7
+
+
 def test_two_syncs_at_once_without_the_lock(traffic, monkeypatch):
     traffic((30, 30, 30, 30, 30, 30))
     for method in ("acquire", "renew", "release"):  # as if the lock did not exist

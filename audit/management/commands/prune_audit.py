@@ -19,7 +19,10 @@ def parse_age(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "Delete audit events and ended sessions older than the retention (batched)."
+    help = (
+        "Delete audit events and ended sessions older than the retention, and the sessions of "
+        "deleted users (batched)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -44,4 +47,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"\npruned {result.events:,} events and {result.sessions:,} ended sessions "
             f"older than {age.days} days"
+            + (f", and {result.orphans:,} rows of deleted users" if result.orphans else "")
         )
