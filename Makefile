@@ -25,6 +25,11 @@ test:
 	@echo "==> pytest"
 	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python -m pytest $(PYTEST_ARGS)
 
+bench:
+	@scripts/setup.sh bench
+	@echo "==> benchmarks (60 s per case; BENCH_ARGS='--only tracking --duration 10' for a quick run)"
+	@. .local/services.env && python -m bench.runner $(BENCH_ARGS)
+
 lint:
 	@scripts/setup.sh test >/dev/null
 	ruff format .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `make run` and `make test` need, on a fresh Debian/Ubuntu machine or an old one.
-# Usage: scripts/setup.sh run|test     A second run is quick and changes nothing already set up.
+# Usage: scripts/setup.sh run|test|bench     A second run is quick and changes nothing already set up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-run}
@@ -34,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { apt_install "python3-venv" python3-venv; "$PYTHON" -m venv .venv; }
 fi
 requirements=requirements.txt
-[ "$mode" = test ] && requirements=requirements-dev.txt
+[ "$mode" != run ] && requirements=requirements-dev.txt
 stamp=.venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   say "Installing $requirements into .venv"
@@ -42,8 +42,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 2. Debian tools the test suite drives for real (Prometheus' promtool, exporters, Chromium).
-if [ "$mode" = test ]; then
+# 2. Debian tools the test suite drives for real (Prometheus' promtool, exporters, Chromium);
+#    the benchmarks also need wrk.
+if [ "$mode" != run ]; then
   missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
@@ -51,6 +52,7 @@ if [ "$mode" = test ]; then
   command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
+  [ "$mode" = bench ] && { command -v wrk >/dev/null || missing+=(wrk); }
   [ ${#missing[@]} -eq 0 ] || apt_install "test tools" "${missing[@]}"
 fi
 
