@@ -8,7 +8,12 @@ from django.db import connection, transaction
 from sessionhub.conf import get_settings
 
 # In dependency order: each reads the one before.
-MATERIALIZED_VIEWS = ("analytics_user_day", "analytics_user_stats", "analytics_daily")
+MATERIALIZED_VIEWS = (
+    "analytics_user_day",
+    "analytics_user_stats",
+    "analytics_daily",
+    "analytics_session_duration_day",
+)
 
 
 def thresholds_sync() -> None:

@@ -37,7 +37,9 @@ class SessionHistoryAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     )
     list_filter = (EndedFilter, "end_reason")
     search_fields = ("user__username", "sid")
-    ordering = ("-started_at",)
+    # Session ids begin with their creation time in milliseconds: newest first is a backward
+    # walk of the primary key, where "-started_at" sorted every session per page view.
+    ordering = ("-sid",)
     list_select_related = ("user",)
     csv_fields = (
         "sid",
@@ -83,7 +85,7 @@ class AuditEventAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         fixed_choices_filter("reason", "reason", [*FailureReason.choices, *EndReason.choices]),
     )
     search_fields = ("username", "session_id")
-    ordering = ("-occurred_at",)
+    ordering = ("-occurred_at", "-id")
     list_select_related = ("user", "actor")
     csv_fields = (
         "occurred_at",

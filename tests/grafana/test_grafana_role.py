@@ -21,6 +21,7 @@ ANALYTICS_VIEWS = {
     "analytics_daily",
     "analytics_user_day",
     "analytics_user_stats",
+    "analytics_session_duration_day",
 }
 READABLE = ANALYTICS_VIEWS | {"analytics_setting"}
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
