@@ -291,6 +291,9 @@ def _write_sessions(copy_text: bytes, anonymize_ip: bool, upsert: str) -> None:
     with transaction.atomic(), _raw_cursor() as cursor:
         cursor.execute(STAGING_DDL)
         cursor.execute("SET LOCAL work_mem = '64MB'")  # the de-duplicating sort stays in memory
+        # Each staged session looks its user up by primary key. A hash or merge join would read
+        # the whole user table per transaction instead: at 1M users that tripled the time.
+        cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         with cursor.copy(COPY_SESSIONS) as copy:
             copy.write(copy_text)
         cursor.execute(upsert, params)
