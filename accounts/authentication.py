@@ -76,14 +76,20 @@ class SessionJWTAuthentication(JWTAuthentication):
         except UnicodeEncodeError as exc:  # WSGI headers are latin-1; anything else is garbage
             raise InvalidToken("Authorization header is not valid.") from exc
 
-    def authenticate(self, request):
+    def bearer_token(self, request):
+        """The request's verified access token, or None when it brings no bearer token."""
         header = self.get_header(request)
         if header is None:
             return None
         raw_token = self.get_raw_token(header)
         if raw_token is None:
             return None
-        token = self.get_validated_token(raw_token)
+        return self.get_validated_token(raw_token)
+
+    def authenticate(self, request):
+        token = self.bearer_token(request)
+        if token is None:
+            return None
         sid, user_id, started, last_active = session_claims(token)
         verdict = tracker.authorize(
             sid=sid,

@@ -20,6 +20,7 @@ audit tables, so a full `make bench` rebuilds it) or a changed generator.
 
 import hashlib
 import statistics
+import sys
 import time
 
 from . import common
@@ -276,33 +277,25 @@ def run(duration: float) -> str:
     page_rows = _pages()
     index_rows = _occurred_index()
     build = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
-    return "\n".join(
-        [
-            "## Reports at 1M users and 10M events",
-            "",
-            __doc__.split("\n\n", 1)[1].strip(),
-            "",
-            "```",
-            "python -m bench.runner --only admin",
-            "```",
-            "",
-            f"Build and refresh times: {build}.",
-            "",
-            "### Analytics views (server time, ms)",
-            "",
-            common.md_table(["Query", "p50", "p95"], view_rows),
-            "",
-            "Target: < 50 ms p95.",
-            "",
-            "### Admin pages (server time through Django, ms; SQL queries per page)",
-            "",
-            common.md_table(["Page", "p50", "p95", "SQL queries"], page_rows),
-            "",
-            "Target: < 150 ms p95 each.",
-            "",
-            "### audit_event.occurred_at: BRIN or btree (a one-day count with distinct users, ms)",
-            "",
-            common.md_table(["Index", "size", "p50", "p95"], index_rows, align="lrrr"),
-            "",
-        ]
+    return common.section(
+        "Reports at 1M users and 10M events",
+        sys.modules[__name__],
+        f"Build and refresh times: {build}.",
+        "",
+        "### Analytics views (server time, ms)",
+        "",
+        common.md_table(["Query", "p50", "p95"], view_rows),
+        "",
+        "Target: < 50 ms p95.",
+        "",
+        "### Admin pages (server time through Django, ms; SQL queries per page)",
+        "",
+        common.md_table(["Page", "p50", "p95", "SQL queries"], page_rows),
+        "",
+        "Target: < 150 ms p95 each.",
+        "",
+        "### audit_event.occurred_at: BRIN or btree (a one-day count with distinct users, ms)",
+        "",
+        common.md_table(["Index", "size", "p50", "p95"], index_rows, align="lrrr"),
+        "",
     )

@@ -12,6 +12,7 @@ seconds) after one warm-up; the table gives the median and p95 (there: the secon
 """
 
 import statistics
+import sys
 import time
 
 from . import common
@@ -75,50 +76,29 @@ def _per_user(users: int) -> tuple[float, float, int]:
 
 def run(duration: float) -> str:
     sizes = (1_000, 100_000, 1_000_000) if duration >= 30 else (1_000, 100_000)
+    designs = [
+        ("sessionhub", "live sessions", _ours),
+        ("per-user labels", "users", _per_user),
+    ]
     rows = []
-    for size in sizes:
-        print(f"    sessionhub /metrics with {size:,} live sessions", flush=True)
-        p50, p95, body = _ours(size)
-        rows.append(
-            [
-                "sessionhub",
-                f"{size:,} live sessions",
-                f"{p50:.1f}",
-                f"{p95:.1f}",
-                f"{body / 1024:,.1f}",
-            ]
-        )
-    for size in sizes:
-        print(f"    per-user labels with {size:,} users", flush=True)
-        p50, p95, body = _per_user(size)
-        rows.append(
-            [
-                "per-user labels",
-                f"{size:,} users",
-                f"{p50:.1f}",
-                f"{p95:.1f}",
-                f"{body / 1024:,.1f}",
-            ]
-        )
+    for design, unit, measure in designs:
+        for size in sizes:
+            print(f"    {design} with {size:,} {unit}", flush=True)
+            p50, p95, body = measure(size)
+            rows.append(
+                [design, f"{size:,} {unit}", f"{p50:.1f}", f"{p95:.1f}", f"{body / 1024:,.1f}"]
+            )
     common.redis_flush()
     table = common.md_table(
         ["Design", "Size", "scrape p50 (ms)", "scrape p95 (ms)", "body (KiB)"],
         rows,
         align="llrrr",
     )
-    return "\n".join(
-        [
-            "## /metrics scrape cost",
-            "",
-            __doc__.split("\n\n", 1)[1].strip(),
-            "",
-            "```",
-            "python -m bench.runner --only metrics",
-            "```",
-            "",
-            table,
-            "",
-            "Target for sessionhub: < 20 ms and < 100 KB per scrape, flat across sizes.",
-            "",
-        ]
+    return common.section(
+        "/metrics scrape cost",
+        sys.modules[__name__],
+        table,
+        "",
+        "Target for sessionhub: < 20 ms and < 100 KB per scrape, flat across sizes.",
+        "",
     )

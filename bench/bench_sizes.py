@@ -6,6 +6,7 @@ flush of calls; events are the login events those sessions append; then everythi
 to PostgreSQL with the real sync. Redis figures are `used_memory` deltas divided by the count.
 """
 
+import sys
 import time
 
 from . import common
@@ -99,21 +100,13 @@ def run(duration: float) -> str:
         ["PostgreSQL, per session (audit_session with indexes)", f"{pg_session:,}"],
         ["PostgreSQL, per event (audit_event with indexes)", f"{pg_event:,}"],
     ]
-    return "\n".join(
-        [
-            "## Sizes",
-            "",
-            __doc__.split("\n\n", 1)[1].strip(),
-            "",
-            "```",
-            "python -m bench.runner --only sizes",
-            "```",
-            "",
-            common.md_table(["What", "bytes"], rows),
-            "",
-            f"Measured with {count:,} sessions and as many login events. So 1M live sessions take "
-            f"about {per_session * 1e6 / 2**20:,.0f} MiB of Redis, and a backlog of 1M events "
-            f"about {per_event * 1e6 / 2**20:,.0f} MiB.",
-            "",
-        ]
+    return common.section(
+        "Sizes",
+        sys.modules[__name__],
+        common.md_table(["What", "bytes"], rows),
+        "",
+        f"Measured with {count:,} sessions and as many login events. So 1M live sessions take "
+        f"about {per_session * 1e6 / 2**20:,.0f} MiB of Redis, and a backlog of 1M events "
+        f"about {per_event * 1e6 / 2**20:,.0f} MiB.",
+        "",
     )

@@ -16,6 +16,7 @@ synced — that time must not grow with N.
 """
 
 import random
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -243,21 +244,13 @@ def run(duration: float) -> str:
         ],
         align="rrrrrrrr",
     )
-    return "\n".join(
-        [
-            "## Audit sync throughput",
-            "",
-            __doc__.split("\n\n", 1)[1].strip(),
-            "",
-            "```",
-            "python -m bench.runner --only sync",
-            "```",
-            "",
-            table,
-            "",
-            f"The naive loop ran on {NAIVE_SAMPLE:,} sessions; its rate is per session, two hour "
-            "buckets each, like the others. Target: sync ≥ 150,000 sessions/s, ≥ 0.25 of plain "
-            "COPY, ≥ 20x the naive loop.",
-            "",
-        ]
+    return common.section(
+        "Audit sync throughput",
+        sys.modules[__name__],
+        table,
+        "",
+        f"The naive loop ran on {NAIVE_SAMPLE:,} sessions; its rate is per session, two hour "
+        "buckets each, like the others. Target: sync ≥ 150,000 sessions/s, ≥ 0.25 of plain "
+        "COPY, ≥ 20x the naive loop.",
+        "",
     )

@@ -625,6 +625,15 @@ def wait_for_quiet(threshold: float = 0.10, patience: float = 600.0) -> float:
 # --- markdown ----------------------------------------------------------------------------------
 
 
+def section(title: str, module, *lines: str) -> str:
+    """A benchmark's report section: its title, its module docstring after the first paragraph
+    (what it measures), the command that reruns it alone, then `lines`."""
+    name = module.__name__.rsplit(".", 1)[-1].removeprefix("bench_")
+    about = module.__doc__.split("\n\n", 1)[1].strip()
+    command = f"python -m bench.runner --only {name}"
+    return "\n".join([f"## {title}", "", about, "", "```", command, "```", "", *lines])
+
+
 def md_table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
     """A markdown table; `align` is one letter per column, l or r (default: l then r)."""
     align = align or "l" + "r" * (len(headers) - 1)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from django.db import connection
 from rest_framework_simplejwt.authentication import (
-    JWTAuthentication,
     JWTStatelessUserAuthentication,
 )
 
@@ -54,17 +53,13 @@ CREATE INDEX {table}_last_active ON {table} (last_active);
 TRACK_ONE_LUA = (Path(__file__).parent / "lua" / "track_one.lua").read_text()
 
 
-class _PerRequestTracking(JWTAuthentication):
+class _PerRequestTracking(SessionJWTAuthentication):
     """Verify the JWT, read the session claims, then `track()` the call before answering."""
 
     def authenticate(self, request):
-        header = self.get_header(request)
-        if header is None:
+        token = self.bearer_token(request)
+        if token is None:
             return None
-        raw_token = self.get_raw_token(header)
-        if raw_token is None:
-            return None
-        token = self.get_validated_token(raw_token)
         sid, user_id = session_claims(token)[:2]
         self.track(sid)
         return SessionUser(user_id, sid), token

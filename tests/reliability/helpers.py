@@ -472,6 +472,17 @@ def assert_exact(stack: Stack, dsn: str, *, calls: int, logins: int, failed_logi
     return totals
 
 
+def settle_and_assert_exact(
+    stack: Stack, dsn: str, *, calls: int, logins: int, failed_logins: int
+) -> dict:
+    """After the load: every call flushed to Redis and exported, a final sync, then the promise
+    (assert_exact). Returns PostgreSQL's totals."""
+    assert wait_for_flushed(stack, calls) == calls
+    assert stack.api_calls_exported() == calls
+    stack.sync_until_done()
+    return assert_exact(stack, dsn, calls=calls, logins=logins, failed_logins=failed_logins)
+
+
 def wait_for_flushed(stack: Stack, calls: int, timeout: float = 10) -> int:
     """Wait until the web workers' flushes have brought Redis's api_calls up to `calls`."""
     with contextlib.suppress(AssertionError):

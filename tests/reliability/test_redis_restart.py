@@ -28,9 +28,8 @@ from .helpers import (
     PASSWORD,
     TRACKED_SQL,
     Load,
-    assert_exact,
     audit_totals,
-    wait_for_flushed,
+    settle_and_assert_exact,
     wait_until,
 )
 
@@ -100,10 +99,7 @@ def test_redis_restart_with_aof_loses_nothing(redis_server, redis_stack, django_
         load.stop()
     assert load.errors == [] and load.ok == sum(load.statuses.values()), load.summary()
 
-    assert wait_for_flushed(stack, load.ok) == load.ok
-    assert stack.api_calls_exported() == load.ok
-    stack.sync_until_done()
-    totals = assert_exact(
+    totals = settle_and_assert_exact(
         stack, stack.database_url, calls=load.ok, logins=logins, failed_logins=failed_logins
     )
     with capsys.disabled():

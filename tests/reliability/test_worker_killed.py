@@ -20,7 +20,7 @@ import pytest
 
 from audit.services import SYNC_LOCK_SECONDS
 
-from .helpers import PASSWORD, SYNC_TASK, TRACKED, Load, assert_exact, wait_for_flushed
+from .helpers import PASSWORD, SYNC_TASK, TRACKED, Load, settle_and_assert_exact
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -73,11 +73,7 @@ def test_worker_killed_mid_sync_then_a_new_worker_finishes(stack, django_user_mo
         load.stop()
     assert load.errors == [] and load.ok == sum(load.statuses.values()), load.summary()
 
-    flushed = wait_for_flushed(stack, load.ok)
-    assert flushed == load.ok
-    assert stack.api_calls_exported() == load.ok
-    stack.sync_until_done()
-    totals = assert_exact(
+    totals = settle_and_assert_exact(
         stack, stack.database_url, calls=load.ok, logins=SESSIONS, failed_logins=2
     )
     with capsys.disabled():
