@@ -29,6 +29,11 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY . .
 
+# Every app module, the Celery transport and result backend and gunicorn's worker class import
+# with the image's packages: a runtime dependency missing from requirements.txt fails the build,
+# named, instead of the worker at start-up.
+RUN python scripts/check_runtime_imports.py
+
 # Static files are collected into the image (served by whitenoise). The production settings
 # refuse to load without secrets, so this one command gets throwaway values: they exist only
 # in this RUN step, never in the image's environment. .local/ is where the Procfile's beat

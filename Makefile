@@ -24,6 +24,8 @@ test:
 	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python manage.py makemigrations --check --dry-run
 	@echo "==> pytest"
 	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python -m pytest $(PYTEST_ARGS)
+	@echo "==> smoke: make run from requirements.txt alone"
+	@. .local/services.env && python scripts/smoke_run.py
 
 bench:
 	@scripts/setup.sh bench

@@ -89,7 +89,7 @@ if [ "$mode" = run ]; then
     echo "CSRF_TRUSTED_ORIGINS=${CSRF_TRUSTED_ORIGINS:-http://127.0.0.1:$port,http://localhost:$port}"
     echo "SECURE_COOKIES=${SECURE_COOKIES:-false}"
     echo "TRUSTED_PROXIES=${TRUSTED_PROXIES:-}"
-    echo "GUNICORN_BIND=127.0.0.1:$port"
+    echo "GUNICORN_BIND=${GUNICORN_BIND:-127.0.0.1:$port}"
     echo "CELERY_BEAT_SCHEDULE_FILE=.local/celerybeat-schedule"
     echo "PYTHONUNBUFFERED=1"
   } > .local/run.env

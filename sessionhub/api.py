@@ -3,24 +3,13 @@
 import logging
 
 from django.db import InterfaceError, OperationalError, connection
-from rest_framework import parsers, status
-from rest_framework.exceptions import ParseError
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sessionhub.redis import REDIS_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser; JSON nested deeper than Python's decoder can follow is a 400 too."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError as exc:
-            raise ParseError("JSON parse error - nested too deeply") from exc
 
 
 def _unavailable(what: str, context) -> Response:

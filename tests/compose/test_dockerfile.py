@@ -93,6 +93,20 @@ def test_expose_healthcheck_and_bind():
     assert command and any("127.0.0.1:8000/healthz" in word for word in command), command
 
 
+def test_the_build_imports_every_module_with_the_image_packages():
+    """The same check the `make test` smoke runs in a requirements.txt-only virtualenv."""
+    instructions, runtime = stages()
+    runs = [i.arguments for i in instructions if i.stage == runtime and i.keyword == "RUN"]
+    assert "python scripts/check_runtime_imports.py" in runs
+    copy_index = next(
+        n for n, i in enumerate(instructions) if i.stage == runtime and i.arguments == ". ."
+    )
+    check_index = next(
+        n for n, i in enumerate(instructions) if "check_runtime_imports" in i.arguments
+    )
+    assert check_index > copy_index, "the check needs the application's files"
+
+
 def collectstatic_step() -> tuple[dict[str, str], list[str]]:
     """The RUN step that collects the static files: its inline variables and its command."""
     instructions, runtime = stages()

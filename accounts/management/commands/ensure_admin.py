@@ -35,7 +35,7 @@ class Command(BaseCommand):
             secret_file = Path(settings.BASE_DIR) / ".local" / "admin-password"
             secret_file.parent.mkdir(exist_ok=True)
             secret_file.touch(mode=0o600)
-            secret_file.write_text(f"{username}\n{result.password}\n")
+            secret_file.write_text(result.password)
             self.stdout.write(
                 f"    password: {result.password}\n"
                 f"    (generated; shown once, kept in {secret_file.relative_to(settings.BASE_DIR)})"
