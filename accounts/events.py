@@ -50,6 +50,14 @@ class FailureReason(models.TextChoices):
     THROTTLED = "throttled", "Throttled"
 
 
+class LockScope(models.TextChoices):
+    """What a login lock-out covers (bounded: a metric label)."""
+
+    USER_IP = "user_ip", "Username + address"
+    IP = "ip", "Address (many usernames)"
+    ACCOUNT = "account", "Account, from new addresses"
+
+
 END_EVENT_TYPE = {
     EndReason.LOGOUT: EventType.LOGOUT,
     EndReason.IDLE_TIMEOUT: EventType.SESSION_EXPIRED,
@@ -109,13 +117,87 @@ def append(payload: str) -> None:
         tracker.defer_event(payload)
 
 
+def login_payload(
+    *,
+    user_id: int,
+    username: str,
+    ip: str,
+    user_agent: str,
+    sid: str = "",
+    via: str = "",
+    occurred_at: float | None = None,
+) -> str:
+    """A successful login: `sid` names the API session it opened; an admin login opens none and
+    says so in `reason` (via="admin")."""
+    return event_payload(
+        EventType.LOGIN,
+        user_id=user_id,
+        sid=sid,
+        ip=ip,
+        user_agent=user_agent,
+        username=username,
+        reason=via,
+        occurred_at=occurred_at,
+    )
+
+
+def login_failed_payload(
+    *, username: str, ip: str, user_agent: str, reason: FailureReason, occurred_at: float
+) -> str:
+    """A failed login, or the first attempt a lock refused in its lock period (reason
+    `throttled`; the period's lockout_lifted event counts the rest)."""
+    return event_payload(
+        EventType.LOGIN_FAILED,
+        username=username,
+        ip=ip,
+        user_agent=user_agent,
+        reason=str(reason),
+        occurred_at=occurred_at,
+    )
+
+
+def locked_out_payload(*, username: str, ip: str, user_agent: str, occurred_at: float) -> str:
+    """A lock period starts; the lock script sets `reason` to its LockScope (and `until`)."""
+    return event_payload(
+        EventType.LOCKED_OUT,
+        username=username,
+        ip=ip,
+        user_agent=user_agent,
+        occurred_at=occurred_at,
+    )
+
+
+def lockout_lifted_payload(
+    *,
+    username: str,
+    ip: str,
+    user_agent: str = "",
+    occurred_at: float | None = None,
+    actor_id: int | None = None,
+    refused: int | None = None,
+) -> str:
+    """A lock period ends — by itself (no actor) or lifted by an admin (actor) — with the number
+    of attempts it refused in `reason` ("refused=N"). Stored as a template when the lock
+    starts; the script that closes the period fills in `ts`, `reason` and `actor`."""
+    return event_payload(
+        EventType.LOCKOUT_LIFTED,
+        username=username,
+        ip=ip,
+        user_agent=user_agent,
+        actor_id=actor_id,
+        reason="" if refused is None else refused_reason(refused),
+        occurred_at=occurred_at,
+    )
+
+
+def refused_reason(refused: int) -> str:
+    """`reason` of a lockout_lifted event; accounts/lua/lockout_close.lua writes the same."""
+    return f"refused={refused}"
+
+
 def token_refreshed(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
     append(
         event_payload(
             EventType.TOKEN_REFRESH, user_id=user_id, sid=sid, ip=ip, user_agent=user_agent
         )
     )
-
-
-def lockout_lifted(*, username: str, ip: str, actor_id: int) -> None:
-    append(event_payload(EventType.LOCKOUT_LIFTED, username=username, ip=ip, actor_id=actor_id))

@@ -16,7 +16,7 @@ from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
 from sessionhub.rediskeys import keys
 
 from . import events, livesessions, throttling
-from .events import EndReason, EventType, FailureReason
+from .events import EndReason, FailureReason
 from .models import User
 from .tracking import tracker
 
@@ -94,22 +94,31 @@ def _cap_expiry(refresh: RefreshToken, session_started: int) -> None:
         refresh["exp"] = cap
 
 
-def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPair:
-    now = clock.now()
-    lockout = throttling.current_lockout(username=username, ip=ip, now=now)
-    if lockout is not None:
-        throttling.throttled_attempt_record(
-            username=username, ip=ip, user_agent=user_agent, now=now
-        )
-        raise LoginThrottled(lockout.retry_after(now))
+def password_authenticate(
+    *, username: str, password: str, ip: str, user_agent: str, now: float | None = None
+) -> User:
+    """The one gate of every password login — the API's token endpoint and the admin's login
+    form: lock check, credential check, failure counting and success reset (accounts.throttling
+    has the policy). Raises LoginThrottled (429) or LoginFailed (one generic answer)."""
+    now = clock.now() if now is None else now
+    admission = throttling.attempt_admit(username=username, ip=ip, user_agent=user_agent, now=now)
+    if admission.refused:
+        raise LoginThrottled(admission.retry_after(now))
     user, failure = _check_credentials(username, password)
     if user is None:
         throttling.failure_record(
             username=username, ip=ip, user_agent=user_agent, reason=failure, now=now
         )
         raise LoginFailed(INVALID_CREDENTIALS)
-    throttling.success_record(username=username, ip=ip)
+    throttling.success_record(username=username, ip=ip, ticket=admission.ticket, now=now)
+    return user
 
+
+def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPair:
+    now = clock.now()
+    user = password_authenticate(
+        username=username, password=password, ip=ip, user_agent=user_agent, now=now
+    )
     sid, started = livesessions.new_sid(), int(now)
     refresh = _issue(user.pk, sid, started)
     session = {
@@ -123,8 +132,7 @@ def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPai
         livesessions.start(**session, username=user.get_username())
     except REDIS_UNAVAILABLE:
         # Login keeps working: the session is opened in Redis by the first flush that gets there.
-        login_event = events.event_payload(
-            EventType.LOGIN,
+        login_event = events.login_payload(
             user_id=user.pk,
             sid=sid,
             ip=ip,
@@ -134,6 +142,24 @@ def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPai
         )
         tracker.defer_start(**session, login_event=login_event)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh), sid=sid)
+
+
+def admin_login(*, username: str, password: str, ip: str, user_agent: str) -> User:
+    """A login to the admin: the same gate as the API's, staff only, recorded as a `login`
+    event without a session id (the admin keeps its own cookie session)."""
+    user = password_authenticate(username=username, password=password, ip=ip, user_agent=user_agent)
+    if not user.is_staff:
+        raise LoginFailed(INVALID_CREDENTIALS)
+    events.append(
+        events.login_payload(
+            user_id=user.pk,
+            username=user.get_username(),
+            ip=ip,
+            user_agent=user_agent,
+            via="admin",
+        )
+    )
+    return user
 
 
 def _session_check(*, sid: str, started: float, now: float) -> livesessions.LiveSession | None:
@@ -332,11 +358,13 @@ def user_security_changed(*, user_id: int, password_changed: bool, deactivated: 
 
 
 def lockout_lift(*, key: str, actor_id: int) -> bool:
-    lifted = throttling.lockout_lift(key=key)
-    if lifted is None:
-        return False
-    events.lockout_lifted(username=lifted.username, ip=lifted.ip, actor_id=actor_id)
-    return True
+    """An admin lifts a lock; its lockout_lifted event names them (and the refusals)."""
+    return throttling.lockout_lift(key=key, actor_id=actor_id, now=clock.now()) is not None
+
+
+def lockout_periods_close() -> int:
+    """Report the lock periods that have ended (beat, every 30 s)."""
+    return throttling.lockout_periods_close(now=clock.now())
 
 
 # --- admin account -------------------------------------------------------------------------

@@ -7,3 +7,10 @@ from accounts import services
 def sessions_expire() -> dict[str, int]:
     """End sessions past their idle/absolute timeout (idempotent: safe to run twice)."""
     return services.sessions_expire_due()
+
+
+@shared_task(ignore_result=True, soft_time_limit=20, time_limit=25)
+def lockout_periods_close() -> int:
+    """Write the lockout_lifted event of each lock period that has ended (each is written once:
+    the script takes the period as it writes its event)."""
+    return services.lockout_periods_close()

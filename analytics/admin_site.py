@@ -10,6 +10,26 @@ class SessionhubAdminSite(admin.AdminSite):
     index_title = "Overview"
     index_template = "admin/sessionhub_index.html"
 
+    @property
+    def login_form(self):
+        # Imported late: this module loads before the apps' models are ready.
+        from accounts.forms import AdminLoginForm
+
+        return AdminLoginForm
+
+    def login(self, request, extra_context=None):
+        """The admin's login page; while a lock holds, the same 429 + Retry-After as the API."""
+        from accounts import throttling
+
+        response = super().login(request, extra_context)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        lockout = getattr(form, "lockout", None)
+        if lockout is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(lockout.retry_after)
+            throttling.refusal_response_logged(response)
+        return response
+
     def index(self, request, extra_context=None):
         from . import admin_views
 

@@ -77,8 +77,29 @@ class _Keys:
     def throttle_ip_usernames(self, ip: str) -> str:
         return f"{self.prefix}:thr:ipu:{ip}"
 
+    def throttle_account(self, username_hash: str) -> str:
+        """An account's slow lane (hash: until, next turn, lock period)."""
+        return f"{self.prefix}:thr:acct:{username_hash}"
+
+    def throttle_account_attempts(self, username_hash: str) -> str:
+        """Sorted set of an account's recent password checks by time (successes taken back)."""
+        return f"{self.prefix}:thr:att:{username_hash}"
+
+    def throttle_known(self, username_hash: str) -> str:
+        """Hash of the address buckets an account logged in from, to the last success there."""
+        return f"{self.prefix}:thr:known:{username_hash}"
+
     def lockouts(self) -> str:
+        """Sorted set of lock keys by the end of their lock (the locks in force)."""
         return f"{self.prefix}:thr:locked"
+
+    def lockout_periods(self) -> str:
+        """Hash of open lock periods: id -> closing event template, id|n -> refusals."""
+        return f"{self.prefix}:thr:periods"
+
+    def lockout_periods_due(self) -> str:
+        """Sorted set of open lock period ids by the end of their lock."""
+        return f"{self.prefix}:thr:periods:due"
 
 
 keys = _Keys()

@@ -5,18 +5,14 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import selectors, services
+from accounts import selectors, services, throttling
 from accounts.api import serializers
-from accounts.clientip import client_ip
-from accounts.events import MAX_USER_AGENT, clean_text
+from accounts.clientip import client_of
 from sessionhub.redis import REDIS_UNAVAILABLE
 
 
 def _client(request) -> dict[str, str]:
-    return {
-        "ip": client_ip(request.META),
-        "user_agent": clean_text(request.META.get("HTTP_USER_AGENT"), MAX_USER_AGENT),
-    }
+    return client_of(request.META)
 
 
 class PublicView(APIView):
@@ -50,6 +46,12 @@ class LoginView(PublicView):
         except services.LoginFailed as exc:
             raise AuthenticationFailed(services.INVALID_CREDENTIALS) from exc
         return Response({"access": pair.access, "refresh": pair.refresh})
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        if isinstance(exc, Throttled):
+            throttling.refusal_response_logged(response)
+        return response
 
 
 class RefreshView(PublicView):

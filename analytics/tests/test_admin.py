@@ -90,7 +90,7 @@ def test_overview_shows_the_known_figures(client, analyst, world, django_assert_
     overview = response.context["overview"]
     assert overview.today.dau == 1 and overview.today.wau == 2 and overview.today.mau == 2
     assert overview.api_calls_24h == 80  # alice 70 + bob 10
-    assert overview.failed_logins_1h == 28
+    assert overview.failed_logins_1h == 24
     assert overview.live.active_now == 0  # alice's last call was 20 minutes ago
     assert dict(overview.sessions_by_status) == {"active_now": 0, "recent": 1, "idle": 0}
     html = response.content.decode()
@@ -149,7 +149,7 @@ def test_session_history_and_user_drill_down(client, analyst, world):
 def test_security_page(client, analyst, world):
     response = page(client, analyst, "admin:analytics_security")
     suspicious = response.context["data"].suspicious
-    assert suspicious[0][:4] == ("203.0.113.9", "stuffer/1.0", 25, 25)
+    assert suspicious[0][:4] == ("203.0.113.9", "stuffer/1.0", 21, 21)
 
 
 def test_ending_sessions_needs_the_change_permission_and_is_audited(

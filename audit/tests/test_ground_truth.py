@@ -10,7 +10,9 @@ bob    11-10 09:00 login; 40 calls 09:20; abandoned -> idle timeout (ended 09:50
 carol  10-11 08:00 login; 5 calls 08:01; abandoned -> idle timeout
 dave   never logs in;  erin: disabled, never logs in
 11-20 13:40:00..24  25 failed logins from 203.0.113.9 ("stuffer/1.0"), usernames u00..u24
-                    (unknown): 20 counted as unknown_user, then the IP is locked: 5 throttled
+                    (unknown): 20 counted as unknown_user, then the IP is locked (13:40:19 to
+                    13:41:19) and refuses 5: the first is a login_failed (throttled) event, and
+                    the lock's lockout_lifted event (dated 13:41:19) counts all 5
 11-20 14:00..02     3 wrong passwords for alice from 198.51.100.4 ("client/1")
 """
 
@@ -71,11 +73,15 @@ def test_events_in_postgresql(world):
         counts[event_type] = counts.get(event_type, 0) + 1
     assert counts == {
         "login": 5,
-        "login_failed": 28,
+        "login_failed": 24,
         "logout": 2,
         "session_expired": 2,
         "locked_out": 1,
+        "lockout_lifted": 1,
     }
+    lifted = AuditEvent.objects.get(event_type="lockout_lifted")
+    assert (str(lifted.ip), lifted.reason, lifted.actor_id) == ("203.0.113.9", "refused=5", None)
+    assert lifted.occurred_at.isoformat() == "2026-11-20T13:41:19+00:00"
     failure = AuditEvent.objects.filter(event_type="login_failed", username="alice").first()
     assert str(failure.ip) == "198.51.100.4"
     assert failure.user_agent == "client/1"
@@ -136,7 +142,7 @@ def test_failed_logins_over_time(world):
         "FROM analytics_failed_logins_hourly ORDER BY 1, 2"
     )
     assert rows == [
-        ("11-20 13", "throttled", 5),
+        ("11-20 13", "throttled", 1),
         ("11-20 13", "unknown_user", 20),
         ("11-20 14", "bad_password", 3),
     ]
@@ -150,7 +156,7 @@ def test_suspicious_ips(world):
         "FROM analytics_suspicious_ips ORDER BY attempts DESC"
     )
     assert rows == [
-        ("203.0.113.9", "stuffer/1.0", 25, 25, "13:40:00", "13:40:24"),
+        ("203.0.113.9", "stuffer/1.0", 21, 21, "13:40:00", "13:40:20"),
         ("198.51.100.4", "client/1", 3, 1, "14:00:00", "14:02:00"),
     ]
 
@@ -180,7 +186,7 @@ def test_daily_rollup(world):
         ("11-10", 1, 1, 1, 1, 40, 1, 0, 1200.0, 1200.0),
         ("11-18", 1, 1, 2, 1, 150, 1, 0, 2100.0, 2100.0),
         ("11-19", 1, 2, 2, 1, 10, 1, 0, 300.0, 300.0),
-        ("11-20", 1, 2, 2, 1, 70, 1, 28, None, None),
+        ("11-20", 1, 2, 2, 1, 70, 1, 24, None, None),
     ]
     # MAU on a day with no activity of its own still counts the 30 days before it.
     [(mau,)] = query("SELECT mau FROM analytics_daily WHERE day = '2026-11-15'")

@@ -61,6 +61,7 @@ class Workload:
     def sync_and_refresh(self, when: str) -> audit_services.SyncResult:
         self.at(when)
         assert tracker.flush()
+        account_services.lockout_periods_close()  # as beat does every 30 s
         result = audit_services.sync_run()
         analytics_services.analytics_refresh()
         return result

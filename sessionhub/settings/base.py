@@ -17,8 +17,9 @@ env = environ.Env()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
-# Reverse proxies whose X-Forwarded-For we believe: a count of hops ("1") or a list of
-# addresses/CIDRs ("10.0.0.0/8,172.16.0.0/12"). Empty: REMOTE_ADDR is the client.
+# Reverse proxies whose X-Forwarded-For we believe: a count of hops ("1", believed only from a
+# loopback or private REMOTE_ADDR) or a list of addresses/CIDRs ("10.0.0.0/8,172.16.0.0/12").
+# Empty: REMOTE_ADDR is the client. See accounts/clientip.py.
 TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="")
 
 INSTALLED_APPS = [
@@ -186,6 +187,11 @@ SESSIONHUB = {
     "LOGIN_LOCKOUT_BASE_SECONDS": env.int("LOGIN_LOCKOUT_BASE_SECONDS", default=60),
     "LOGIN_LOCKOUT_MAX_SECONDS": env.int("LOGIN_LOCKOUT_MAX_SECONDS", default=3600),
     "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=3600),
+    # Per account, from anywhere: past this many password checks in the window, addresses the
+    # account has not logged in from get one turn per delay (see accounts/throttling.py).
+    "LOGIN_ACCOUNT_FAILURE_LIMIT": env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20),
+    "LOGIN_ACCOUNT_DELAY_SECONDS": env.int("LOGIN_ACCOUNT_DELAY_SECONDS", default=60),
+    "LOGIN_KNOWN_ADDRESS_DAYS": env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=30),
     "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
     "SYNC_BATCH_SIZE": env.int("SYNC_BATCH_SIZE", default=2000),
     "SYNC_COMMIT_ROWS": env.int("SYNC_COMMIT_ROWS", default=20_000),
@@ -235,6 +241,11 @@ CELERY_BEAT_SCHEDULE = {
     "sessions-expire": {
         "task": "accounts.tasks.sessions_expire",
         "schedule": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+        "options": {"expires": 30},
+    },
+    "lockout-periods-close": {
+        "task": "accounts.tasks.lockout_periods_close",
+        "schedule": 30.0,
         "options": {"expires": 30},
     },
     "celery-heartbeat": {
