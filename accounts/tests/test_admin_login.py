@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from accounts import throttling
+from sessionhub import clock
 from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
 
@@ -39,7 +40,9 @@ def stream_events(event_type: str) -> list[dict]:
     return [event for event in found if event["type"] == event_type]
 
 
-def test_thirty_wrong_admin_passwords_lock_the_pair(client, admin_user, password, limits):
+def test_thirty_wrong_admin_passwords_lock_the_pair(
+    client, admin_user, password, limits, frozen_clock
+):
     """The replayed attack: 30 wrong passwords for `admin` from one IP, then the right one."""
     statuses = [admin_login(client, "admin", f"guess{n}").status_code for n in range(30)]
     limit = limits["LOGIN_FAILURE_LIMIT"]
@@ -65,17 +68,13 @@ def test_the_admin_and_the_api_share_one_set_of_counters(
     assert login(api_client, "admin", password).status_code == 429
     response = admin_login(client, "admin", password)
     assert response.status_code == 429 and response["Retry-After"]
-    [lock] = throttling.lockouts_current(now=throttling_now())
+    [lock] = throttling.lockouts_current(now=clock.now())
     assert (lock.scope, lock.username, lock.ip) == ("user_ip", "admin", "127.0.0.1")
 
 
-def throttling_now() -> float:
-    from sessionhub import clock
-
-    return clock.now()
-
-
-def test_the_lock_out_page_is_the_same_for_unknown_usernames(client, admin_user, limits):
+def test_the_lock_out_page_is_the_same_for_unknown_usernames(
+    client, admin_user, limits, frozen_clock
+):
     for username in ("admin", "nobody"):
         for _ in range(limits["LOGIN_FAILURE_LIMIT"]):
             admin_login(client, username, "wrong")

@@ -245,6 +245,7 @@ def test_an_hour_of_distributed_guessing_stays_within_asvs_limit(
         frozen_clock.advance(4)
     ceiling = limits["LOGIN_ACCOUNT_FAILURE_LIMIT"] + 3600 // limits["LOGIN_ACCOUNT_DELAY_SECONDS"]
     worst = max(sum(1 for t in checks if start <= t < start + 3600) for start in checks)
+    print(f"worst hour: {worst} password checks of {len(checks)} in 2 h (ceiling {ceiling})")
     assert limits["LOGIN_ACCOUNT_FAILURE_LIMIT"] < worst <= ceiling <= 100
 
 
@@ -353,7 +354,7 @@ def test_a_direct_client_cannot_steer_its_address_in_hop_count_mode(
     assert [r.status_code for r in statuses][-3:] == [429] * 3
 
 
-@pytest.mark.parametrize("hop", ["garbage", "127.1", "0177.0.0.1", "fe80::1%lo"])
+@pytest.mark.parametrize("hop", ["garbage", "127.1", "0177.0.0.1", "::1%1"])
 def test_an_unparsable_hop_is_an_untrusted_client(api_client, settings, hop):
     settings.TRUSTED_PROXIES = "127.0.0.1/32"
     behind_proxy = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": hop}
