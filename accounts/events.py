@@ -174,25 +174,19 @@ def lockout_lifted_payload(
     user_agent: str = "",
     occurred_at: float | None = None,
     actor_id: int | None = None,
-    refused: int | None = None,
 ) -> str:
     """A lock period ends — by itself (no actor) or lifted by an admin (actor) — with the number
     of attempts it refused in `reason` ("refused=N"). Stored as a template when the lock
-    starts; the script that closes the period fills in `ts`, `reason` and `actor`."""
+    starts; accounts/lua/lockout_close.lua fills in `ts`, `reason` and `actor` when the period
+    closes."""
     return event_payload(
         EventType.LOCKOUT_LIFTED,
         username=username,
         ip=ip,
         user_agent=user_agent,
         actor_id=actor_id,
-        reason="" if refused is None else refused_reason(refused),
         occurred_at=occurred_at,
     )
-
-
-def refused_reason(refused: int) -> str:
-    """`reason` of a lockout_lifted event; accounts/lua/lockout_close.lua writes the same."""
-    return f"refused={refused}"
 
 
 def token_refreshed(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
