@@ -46,6 +46,8 @@ What a `kill -9` of a web worker can lose: the calls counted since its last flus
 
 import atexit
 import contextlib
+import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -54,6 +56,7 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -64,7 +67,7 @@ from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
 from sessionhub.rediskeys import keys
 
 from . import livesessions
-from .events import EndReason
+from .events import EndReason, session_anomaly_template
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,9 @@ class Tracker:
     def _reset_state(self) -> None:
         self._process_id = uuid.uuid4().hex
         self._sequence = 0
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        # Per (session, hour, client ip, user agent): a second client of one session keeps an
+        # entry of its own, so the flush script sees both fingerprints.
+        self._pending: dict[tuple[str, int, str, str], _Pending] = {}
         self._stats: Counter[str] = Counter()
         self._deferred_events: deque[str] = deque()
         self._deferred_ends: list[tuple] = []
@@ -257,12 +262,13 @@ class Tracker:
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
         hour = livesessions.hour_of(now)
         with self._lock:
-            entry = self._pending.get((sid, hour))
+            key = (sid, hour, ip, user_agent)
+            entry = self._pending.get(key)
             if entry is None:
                 if len(self._pending) >= MAX_PENDING_SESSIONS:
                     self._stats["tracking_dropped"] += 1
                     return
-                entry = self._pending[(sid, hour)] = _Pending(user_id, started_at, ip, user_agent)
+                entry = self._pending[key] = _Pending(user_id, started_at, ip, user_agent)
             entry.calls += 1
             entry.last = now
             self._last_seen[sid] = now
@@ -374,7 +380,7 @@ class Tracker:
         """Login while Redis is away: the session is opened by the next flush that gets through."""
         with self._lock:
             self._pending.setdefault(
-                (sid, livesessions.hour_of(started_at)),
+                (sid, livesessions.hour_of(started_at), ip, user_agent),
                 _Pending(user_id, started_at, ip, user_agent, calls=0, last=started_at),
             )
             self._deferred_events.append(login_event)
@@ -410,7 +416,7 @@ class Tracker:
                 return None
             entries = [
                 (sid, p.user_id, p.started_at, p.ip, p.user_agent, hour, p.calls, p.last)
-                for (sid, hour), p in self._pending.items()
+                for (sid, hour, _, _), p in self._pending.items()
             ]
             self._sequence += 1
             batch = _Batch(
@@ -430,14 +436,18 @@ class Tracker:
 
         True when everything pending at the call has reached Redis.
         """
-        for _ in range(3):
-            with self._lock:
-                retrying = self._inflight is not None
-            if not self._send_batch():
-                return False
-            if not retrying:
-                return True
-        return True
+        try:
+            for _ in range(3):
+                with self._lock:
+                    retrying = self._inflight is not None
+                if not self._send_batch():
+                    return False
+                if not retrying:
+                    return True
+            return True
+        finally:
+            if self._to_end:
+                self._end_anomalies()
 
     def _send_batch(self) -> bool:
         now = clock.now()
@@ -456,9 +466,12 @@ class Tracker:
             len(batch.entries),
             len(batch.stats),
             len(batch.events),
+            conf.ANOMALY_WINDOW,
+            session_anomaly_template(),
         ]
         for sid, uid, started, ip, ua, hour, calls, last in batch.entries:
             args += [sid, uid, repr(started), ip, ua, hour, calls, repr(last)]
+            args += [network_of(ip), user_agent_digest(ua)]
         for name, value in batch.stats.items():
             args += [name, value]
         args += batch.events
@@ -495,9 +508,20 @@ class Tracker:
         if errors:
             # A script error is a bug, not an outage: retrying would repeat it forever.
             logger.error("session tracking: flush batch rejected by redis: %r", errors[0])
+        anomalies = results[0][1:] if isinstance(results[0], list) else []
         with self._lock:
             self._inflight = None
+            if anomalies and conf.ANOMALY_ACTION == "end":
+                self._to_end.extend(sid.decode() for sid in anomalies)
         return True
+
+    def _end_anomalies(self) -> None:
+        """SESSION_ANOMALY_ACTION=end: end the sessions the last flushes found used from two
+        places at once. Outside the flush itself: an end flushes, and waits for the others."""
+        with self._lock:
+            sids, self._to_end = self._to_end, []
+        for sid in sids:
+            self.end(sid=sid, reason=EndReason.ANOMALY, ended_at=clock.now())
 
     def _flush_loop(self, stop: threading.Event) -> None:
         interval = get_settings().TRACKING_FLUSH_INTERVAL
@@ -599,6 +623,24 @@ class Tracker:
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
         self.ensure_started()
         return self._subscribed.wait(timeout)
+
+
+@lru_cache(maxsize=65536)
+def network_of(ip: str) -> str:
+    """The client's network as the anomaly check compares it: /24 for IPv4, /64 for IPv6
+    ('' when there is no address to be had: nothing is compared then)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+@lru_cache(maxsize=4096)
+def user_agent_digest(user_agent: str) -> str:
+    """A short digest: the session hash keeps this, not a second copy of the user agent."""
+    return hashlib.blake2b(user_agent.encode(), digest_size=8).hexdigest()
 
 
 def _confirm_channel(client) -> str:
