@@ -471,7 +471,7 @@ class Tracker:
         ]
         for sid, uid, started, ip, ua, hour, calls, last in batch.entries:
             args += [sid, uid, repr(started), ip, ua, hour, calls, repr(last)]
-            args += [network_of(ip), user_agent_digest(ua)]
+            args.append(fingerprint(ip, ua))
         for name, value in batch.stats.items():
             args += [name, value]
         args += batch.events
@@ -576,15 +576,13 @@ class Tracker:
                 for message in _await_confirmation(pubsub, "unsubscribe", 2):
                     self._on_message(message, channel, confirm)
             except REDIS_UNAVAILABLE:
-                self._subscribed.clear()
                 # Redis is down until the next attempt says otherwise: meanwhile requests are
-                # served on their JWT without waiting on Redis.
-                now = clock.now()
-                self._redis_failed(now, "revocation listener")
-                self._redis_retry_at = max(self._redis_retry_at, now + LISTENER_DOWN_SECONDS)
+                # served on their JWT without waiting on Redis (the flush logs the outage).
+                self._redis_retry_at = max(
+                    self._redis_retry_at, clock.now() + LISTENER_DOWN_SECONDS
+                )
             except Exception:
                 logger.exception("session tracking: revocation listener failed")
-                self._subscribed.clear()
             finally:
                 self._subscribed.clear()
                 self._listen_tried.set()
@@ -625,10 +623,16 @@ class Tracker:
         return self._subscribed.wait(timeout)
 
 
+def fingerprint(ip: str, user_agent: str) -> str:
+    """A client as the anomaly check compares it: '<network> <user-agent digest>', '' when
+    there is no address to be had (nothing is compared then)."""
+    network = _network(ip)
+    return f"{network} {_user_agent_digest(user_agent)}" if network else ""
+
+
 @lru_cache(maxsize=65536)
-def network_of(ip: str) -> str:
-    """The client's network as the anomaly check compares it: /24 for IPv4, /64 for IPv6
-    ('' when there is no address to be had: nothing is compared then)."""
+def _network(ip: str) -> str:
+    """/24 for IPv4, /64 for IPv6: a client moving within its network is the same client."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -638,7 +642,7 @@ def network_of(ip: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def user_agent_digest(user_agent: str) -> str:
+def _user_agent_digest(user_agent: str) -> str:
     """A short digest: the session hash keeps this, not a second copy of the user agent."""
     return hashlib.blake2b(user_agent.encode(), digest_size=8).hexdigest()
 

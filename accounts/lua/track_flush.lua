@@ -16,8 +16,8 @@
 -- ARGV: 1 session key prefix, 2 user-set key prefix, 3 sequence, 4 sequence key TTL,
 --       5 stream max length, 6 entry count, 7 counter count, 8 event count,
 --       9 anomaly window (seconds), 10 session_anomaly event JSON (accounts.events), then
---       10 values per entry: sid, user id, started_at, ip, user agent, hour, calls,
---       last_active, network ('' when unknown), user-agent digest;
+--       9 values per entry: sid, user id, started_at, ip, user agent, hour, calls,
+--       last_active, fingerprint ('<network> <user-agent digest>', '' when the IP is unknown);
 --       2 per counter: name, increment; 1 per event: its JSON
 -- Returns {calls counted, sids of the sessions found used from two places at once...}.
 local sequence = tonumber(ARGV[3])
@@ -33,8 +33,8 @@ local i = 11
 for _ = 1, tonumber(ARGV[6]) do
   local sid, uid, st, ip, ua = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hour, calls, last = ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
-  local net, uad = ARGV[i + 8], ARGV[i + 9]
-  i = i + 10
+  local fp = ARGV[i + 8]
+  i = i + 9
   local key = prefix .. sid
   -- Six cheap calls per session in the usual case: Redis runs this for every flush of every
   -- web process, on the same cores as they do.
@@ -47,26 +47,33 @@ for _ = 1, tonumber(ARGV[6]) do
     redis.call('SADD', uprefix .. uid, sid)
     redis.call('HINCRBY', KEYS[4], 'sessions_rebuilt', 1)
   end
-  if net ~= '' then
-    -- Before la moves: la is when the session was last used, from its last fingerprint.
-    local f = redis.call('HMGET', key, 'fn', 'fu', 'la', 'fx', 'end')
-    if f[1] ~= net or f[2] ~= uad then
-      local t = tonumber(last)
-      if f[1] and f[1] ~= net and f[2] ~= uad and not f[5]
-          and t - tonumber(f[3]) < window and (not f[4] or t - tonumber(f[4]) >= window) then
-        local event = cjson.decode(ARGV[10])
-        event['uid'] = tonumber(uid)
-        event['sid'] = sid
-        event['ts'] = t
-        event['ip'] = ip
-        event['ua'] = ua
-        event['reason'] = f[1]
-        redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', cjson.encode(event))
-        redis.call('HINCRBY', KEYS[4], 'session_anomalies', 1)
-        redis.call('HSET', key, 'fx', last)
-        anomalies[#anomalies + 1] = sid
+  -- The usual case is one HGET: the same client as last time.
+  if fp ~= '' then
+    local seen = redis.call('HGET', key, 'fp')
+    if seen ~= fp then
+      if seen then
+        local net, uad = string.match(fp, '^(%S+) (%S+)$')
+        local seen_net, seen_uad = string.match(seen, '^(%S+) (%S+)$')
+        -- Before la moves: la is when the session was last used, by the client seen.
+        local f = redis.call('HMGET', key, 'la', 'fx', 'end')
+        local t = tonumber(last)
+        if net ~= seen_net and uad ~= seen_uad and not f[3]
+            and t - (tonumber(f[1]) or 0) < window and (not f[2] or t - tonumber(f[2]) >= window)
+        then
+          local event = cjson.decode(ARGV[10])
+          event['uid'] = tonumber(uid)
+          event['sid'] = sid
+          event['ts'] = t
+          event['ip'] = ip
+          event['ua'] = ua
+          event['reason'] = seen_net
+          redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', cjson.encode(event))
+          redis.call('HINCRBY', KEYS[4], 'session_anomalies', 1)
+          redis.call('HSET', key, 'fx', last)
+          anomalies[#anomalies + 1] = sid
+        end
       end
-      redis.call('HSET', key, 'fn', net, 'fu', uad)
+      redis.call('HSET', key, 'fp', fp)
     end
   end
   if calls > 0 then
