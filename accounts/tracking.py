@@ -544,8 +544,10 @@ class Tracker:
     # --- revocations from other processes --------------------------------------------------
 
     def _listen_loop(self, stop: threading.Event) -> None:
+        quick_retry_after = 0.0
         while not stop.is_set():
             pubsub = None
+            subscribed_at = None
             try:
                 client = get_redis()
                 channel = keys.revocations_channel().encode()
@@ -561,6 +563,7 @@ class Tracker:
                 self._redis_retry_at = 0.0  # Redis answers: no need to wait for a flush
                 self._subscribed.set()
                 self._listen_tried.set()
+                subscribed_at = time.monotonic()
                 reload_every = get_settings().ENDED_RELOAD_SECONDS
                 next_reload = time.monotonic() + reload_every
                 while not stop.is_set():
@@ -576,6 +579,12 @@ class Tracker:
                 for message in _await_confirmation(pubsub, "unsubscribe", 2):
                     self._on_message(message, channel, confirm)
             except REDIS_UNAVAILABLE:
+                if subscribed_at is not None and time.monotonic() >= quick_retry_after:
+                    # A subscription lost (Redis restarting, or only this connection dropped):
+                    # reconnect at once, at most once a second; meanwhile requests ask Redis.
+                    quick_retry_after = time.monotonic() + REDIS_RETRY_SECONDS
+                    self._subscribed.clear()
+                    continue
                 # Redis is down until the next attempt says otherwise: meanwhile requests are
                 # served on their JWT without waiting on Redis (the flush logs the outage).
                 self._redis_retry_at = max(

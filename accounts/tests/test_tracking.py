@@ -178,6 +178,33 @@ def test_a_stalled_process_delays_an_end_by_the_bounded_wait_only(tokens, settin
         stalled.close()
 
 
+def test_a_listener_whose_connection_drops_while_redis_is_up_resubscribes_at_once(tokens):
+    """Only the listener's connection is lost (Redis itself answers): the process must not
+    take Redis for down and serve on the JWT alone while ends go by."""
+    other = Tracker()
+    try:
+        assert other.wait_subscribed()
+        client = get_redis()
+        db = client.connection_pool.connection_kwargs["db"]
+        listeners = [
+            entry["id"]
+            for entry in client.client_list(_type="pubsub")
+            if int(entry["db"]) == db and entry["name"] == "sessionhub"
+        ]
+        assert listeners
+        for client_id in listeners:  # this test database's listeners only
+            client.client_kill_filter(_id=client_id)
+        threading.Event().wait(0.3)
+        sid = sid_of(tokens["access"])
+        services.session_end(sid=sid, reason=EndReason.REVOKED)
+        verdict = other.authorize(
+            sid=sid, user_id=1, started_at=livesessions.get(sid).started_at, ip="", user_agent=""
+        )
+        assert verdict is Verdict.ENDED
+    finally:
+        other.shutdown()
+
+
 def test_a_process_that_has_not_loaded_the_ended_sessions_asks_redis(tokens):
     """A worker just forked, or a listener reconnecting: until its set of ended sessions is
     loaded, it cannot tell an ended session from a live one, so it asks Redis."""
