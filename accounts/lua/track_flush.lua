@@ -36,7 +36,7 @@ for _ = 1, tonumber(ARGV[6]) do
   local fp = ARGV[i + 8]
   i = i + 9
   local key = prefix .. sid
-  -- Six cheap calls per session in the usual case: Redis runs this for every flush of every
+  -- Seven cheap calls per session in the usual case: Redis runs this for every flush of every
   -- web process, on the same cores as they do.
   if redis.call('HSETNX', key, 'u', uid) == 1 then
     local time = redis.call('TIME')

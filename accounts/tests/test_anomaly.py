@@ -200,3 +200,13 @@ def test_a_stolen_token_replayed_through_the_proxy_is_ended_in_every_worker(
     [event] = anomalies()
     assert (event["sid"], event["ip"], event["reason"]) == (sid, "203.0.113.77", "198.51.100.0/24")
     assert anomaly_count() == 1
+
+
+def test_an_unknown_action_is_refused_at_start(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from sessionhub.conf import get_settings
+
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "ANOMALY_ACTION": "block"}
+    with pytest.raises(ImproperlyConfigured, match="SESSION_ANOMALY_ACTION"):
+        get_settings()
