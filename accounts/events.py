@@ -30,6 +30,7 @@ class EventType(models.TextChoices):
     SESSION_EXPIRED = "session_expired", "Session expired"
     LOCKED_OUT = "locked_out", "Locked out"
     LOCKOUT_LIFTED = "lockout_lifted", "Lock-out lifted"
+    SESSION_ANOMALY = "session_anomaly", "Session anomaly"
 
 
 class EndReason(models.TextChoices):
@@ -39,6 +40,7 @@ class EndReason(models.TextChoices):
     REVOKED = "revoked", "Revoked"
     PASSWORD_CHANGED = "password_changed", "Password changed"
     USER_DISABLED = "user_disabled", "User disabled"
+    ANOMALY = "anomaly", "Used from two places at once"
 
 
 class FailureReason(models.TextChoices):
@@ -65,6 +67,7 @@ END_EVENT_TYPE = {
     EndReason.REVOKED: EventType.SESSION_REVOKED,
     EndReason.PASSWORD_CHANGED: EventType.SESSION_REVOKED,
     EndReason.USER_DISABLED: EventType.SESSION_REVOKED,
+    EndReason.ANOMALY: EventType.SESSION_REVOKED,
 }
 
 
@@ -195,3 +198,13 @@ def token_refreshed(*, user_id: int, sid: str, ip: str, user_agent: str) -> None
             EventType.TOKEN_REFRESH, user_id=user_id, sid=sid, ip=ip, user_agent=user_agent
         )
     )
+
+
+def session_anomaly_template() -> str:
+    """The `session_anomaly` event as the tracking flush script completes it, per session.
+
+    The script (accounts/lua/track_flush.lua) notices the anomaly and appends the event in
+    the same call; it fills in `uid`, `sid`, `ts`, `ip` and `ua` (the client that has just
+    appeared) and `reason`: the /24 or /64 network the session was in use from until then.
+    """
+    return event_payload(EventType.SESSION_ANOMALY)

@@ -7,6 +7,12 @@ Every web process keeps
   API gateways keep rate-limit counters. Each batch carries this process's sequence number and
   the script skips a number it has applied already, so a batch whose reply was lost is retried
   without being counted twice.
+* **the client's fingerprint** — its /24 (IPv4) or /64 (IPv6) network and a digest of its user
+  agent go with each count. The flush script keeps the session's last fingerprint in its hash
+  and compares (no extra round trip): a session used from another network AND another user
+  agent within SESSION_ANOMALY_WINDOW is a stolen token's signal. It writes a
+  `session_anomaly` event and counts it; with SESSION_ANOMALY_ACTION=end this process then
+  ends the session.
 * **last activity** — of each session this process served. A request needs no Redis read:
   its session is live unless it is in the recently-ended set (below), past its absolute
   timeout (the token carries its start), or idle — judged from the later of this process's
@@ -14,10 +20,20 @@ Every web process keeps
   when that looks idle is Redis asked (another process may have served the session since).
 * **recently ended sessions** — filled at once by this process's own ends, by pub/sub from the
   other processes, and reloaded from Redis on every (re)connect and every
-  ENDED_RELOAD_SECONDS (in case a message was lost), so an ended session is refused on the
-  next request whichever process serves it. A valid access token is at most
+  ENDED_RELOAD_SECONDS (in case a message was lost). A valid access token is at most
   ACCESS_TOKEN_LIFETIME old and a refresh checks Redis, so a session whose access token still
   works cannot have ended earlier than that: the set stays small.
+
+An ended session is refused on the client's next request, whichever process serves it:
+
+* an end (logout, revocation, password change, …) returns only once every subscribed process
+  has acknowledged it (`confirm_ended`: PUBLISH says how many processes heard it, each one
+  pushes an acknowledgement, the ender waits for them, at most REVOCATION_ACK_TIMEOUT);
+* a process that is not subscribed, or has not loaded the ended set since it subscribed (a
+  worker just forked, a listener reconnecting), asks Redis about each session it serves until
+  it has. gunicorn's `post_worker_init` loads the set before a worker serves anything, so a
+  fresh worker normally pays nothing. When Redis does not answer, the designed "Redis down"
+  state applies: the signature-verified JWT is served.
 
 Redis away: requests are served on the signature-verified JWT alone, counts wait in memory
 (bounded) and go out when Redis answers again; a failed attempt is counted in
@@ -30,6 +46,8 @@ What a `kill -9` of a web worker can lose: the calls counted since its last flus
 
 import atexit
 import contextlib
+import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -38,6 +56,7 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -48,7 +67,7 @@ from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
 from sessionhub.rediskeys import keys
 
 from . import livesessions
-from .events import EndReason
+from .events import EndReason, session_anomaly_template
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +76,15 @@ MAX_DEFERRED_EVENTS = 100_000
 MAX_PENDING_SESSIONS = 200_000
 REDIS_RETRY_SECONDS = 1.0
 FLUSH_SEQUENCE_TTL = 24 * 3600
+# How long a new web process waits for the ended sessions before it serves (post_worker_init).
+READY_TIMEOUT = 5.0
+SUBSCRIBE_TIMEOUT = 5.0
+# Past a failed attempt of the listener, Redis is taken as down until its next attempt is over
+# (its pause plus a connect timeout): meanwhile no request waits on Redis.
+LISTENER_DOWN_SECONDS = REDIS_RETRY_SECONDS + 1.0
+ACK_TTL = 60
+# Every process judges these from the token and its own clock: no process needs telling.
+LOCAL_REASONS = frozenset({EndReason.IDLE_TIMEOUT, EndReason.ABSOLUTE_TIMEOUT})
 
 
 class Verdict(Enum):
@@ -90,12 +118,21 @@ class Tracker:
         self._stop = threading.Event()
         self._pid: int | None = None
         self._threads: list[threading.Thread] = []
+        self._new_listener_state()
         self._reset_state()
+
+    def _new_listener_state(self) -> None:
+        # Set while the listener is subscribed and has loaded the ended sessions since.
+        self._subscribed = threading.Event()
+        # Set once the listener's first attempt is over, whatever its outcome.
+        self._listen_tried = threading.Event()
 
     def _reset_state(self) -> None:
         self._process_id = uuid.uuid4().hex
         self._sequence = 0
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        # Per (session, hour, client ip, user agent): a second client of one session keeps an
+        # entry of its own, so the flush script sees both fingerprints.
+        self._pending: dict[tuple[str, int, str, str], _Pending] = {}
         self._stats: Counter[str] = Counter()
         self._deferred_events: deque[str] = deque()
         self._deferred_ends: list[tuple] = []
@@ -104,7 +141,7 @@ class Tracker:
         self._ended: dict[str, float] = {}
         self._redis_retry_at = 0.0
         self._next_prune = 0.0
-        self._subscribed = threading.Event()
+        self._to_end: list[str] = []
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -118,15 +155,29 @@ class Tracker:
             if self._pid is not None:  # forked from a process that had started: start afresh
                 self._lock = threading.Lock()
                 self._reset_state()
-            self._stop = threading.Event()
+            self._new_listener_state()
+            # Each thread gets its own stop event: threads of an earlier start never revive.
+            self._stop = stop = threading.Event()
             self._threads = [
-                threading.Thread(target=self._flush_loop, name="session-flush", daemon=True),
-                threading.Thread(target=self._listen_loop, name="session-revoked", daemon=True),
+                threading.Thread(
+                    target=self._flush_loop, args=(stop,), name="session-flush", daemon=True
+                ),
+                threading.Thread(
+                    target=self._listen_loop, args=(stop,), name="session-revoked", daemon=True
+                ),
             ]
             for thread in self._threads:
                 thread.start()
             self._pid = os.getpid()
             atexit.register(self.shutdown)
+
+    def start(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Start, and wait (bounded) until the ended sessions are loaded: a web process calls
+        it before serving its first request. False when Redis did not answer in time; the
+        process then serves as in a Redis outage, or asks Redis per session once it answers."""
+        self.ensure_started()
+        self._listen_tried.wait(timeout)
+        return self._subscribed.is_set()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush what is pending and stop the threads (graceful worker stop)."""
@@ -174,13 +225,17 @@ class Tracker:
             )
             return Verdict.ENDED
         last = max(self._last_seen.get(sid, 0.0), last_active_hint or started_at)
-        if now - last >= conf.IDLE_TIMEOUT and self._idle_in_redis(sid, now) is Verdict.ENDED:
+        looks_idle = now - last >= conf.IDLE_TIMEOUT
+        # Not subscribed, or the ended sessions not loaded since: an end may have been missed.
+        unsure = not self._subscribed.is_set()
+        if (looks_idle or unsure) and self._check_in_redis(sid, now) is Verdict.ENDED:
             return Verdict.ENDED
         self._record(sid, user_id, started_at, ip, user_agent, now)
         return Verdict.OK
 
-    def _idle_in_redis(self, sid: str, now: float) -> Verdict:
-        """The session looks idle from here: ask Redis, and end it if it really is."""
+    def _check_in_redis(self, sid: str, now: float) -> Verdict:
+        """This process cannot tell: ask Redis whether the session ended or is idle (and end
+        it then). Redis away: OK, the designed state of an outage."""
         if not self._redis_usable(now):
             return Verdict.OK
         try:
@@ -207,12 +262,13 @@ class Tracker:
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
         hour = livesessions.hour_of(now)
         with self._lock:
-            entry = self._pending.get((sid, hour))
+            key = (sid, hour, ip, user_agent)
+            entry = self._pending.get(key)
             if entry is None:
                 if len(self._pending) >= MAX_PENDING_SESSIONS:
                     self._stats["tracking_dropped"] += 1
                     return
-                entry = self._pending[(sid, hour)] = _Pending(user_id, started_at, ip, user_agent)
+                entry = self._pending[key] = _Pending(user_id, started_at, ip, user_agent)
             entry.calls += 1
             entry.last = now
             self._last_seen[sid] = now
@@ -228,7 +284,8 @@ class Tracker:
         actor_id: int | None = None,
         idle_timeout: int | None = None,
     ) -> int:
-        """End a session in Redis and refuse it here at once. Redis away: retried on flush."""
+        """End a session in Redis and refuse it here at once; return once every web process
+        refuses it too (see confirm_ended). Redis away: retried on flush."""
         self._flush_pending_for(sid)
         try:
             result = livesessions.end(
@@ -242,10 +299,61 @@ class Tracker:
             self._redis_failed(clock.now(), "session end")
             with self._lock:
                 self._deferred_ends.append((sid, reason, ended_at, actor_id))
-            result = 1
+            self.mark_ended(sid)
+            return 1
         if result != 2:
             self.mark_ended(sid)
+        if result == 1 and reason not in LOCAL_REASONS:
+            self.confirm_ended([sid])
         return result
+
+    def confirm_ended(self, sids: list[str]) -> bool:
+        """Return once every subscribed web process has these sessions in its ended set.
+
+        The end script's own message may be read by a process only after the client's next
+        request has reached it. So the sids go out once more, on a channel whose subscribers
+        acknowledge; PUBLISH says how many heard them, and this waits for as many
+        acknowledgements (at most REVOCATION_ACK_TIMEOUT: a stalled process must not hold a
+        logout forever). A process that was not subscribed is not counted and needs no
+        telling: until it has subscribed and reloaded, it asks Redis about each session.
+        True when every process acknowledged in time.
+        """
+        if not sids:
+            return True
+        timeout = get_settings().REVOCATION_ACK_TIMEOUT
+        nonce = uuid.uuid4().hex
+        ack_key = keys.revocation_ack(nonce)
+        received = expected = 0
+        try:
+            client = get_redis()
+            expected = client.publish(_confirm_channel(client), " ".join([nonce, *sids]))
+            deadline = time.monotonic() + timeout
+            while received < expected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                # Each wait stays well under the client's socket timeout.
+                reply = client.blmpop(
+                    max(min(left, 1.0), 0.01),
+                    1,
+                    ack_key,
+                    direction="LEFT",
+                    count=expected - received,
+                )
+                if reply:
+                    received += len(reply[1])
+        except REDIS_UNAVAILABLE:
+            self._redis_failed(clock.now(), "end confirmation")
+            return False
+        if received < expected:
+            logger.warning(
+                "session end: %d of %d web processes did not acknowledge within %.1f s",
+                expected - received,
+                expected,
+                timeout,
+            )
+            return False
+        return True
 
     def _flush_pending_for(self, sid: str) -> None:
         """Calls made before the end must be counted before the end freezes the session."""
@@ -272,7 +380,7 @@ class Tracker:
         """Login while Redis is away: the session is opened by the next flush that gets through."""
         with self._lock:
             self._pending.setdefault(
-                (sid, livesessions.hour_of(started_at)),
+                (sid, livesessions.hour_of(started_at), ip, user_agent),
                 _Pending(user_id, started_at, ip, user_agent, calls=0, last=started_at),
             )
             self._deferred_events.append(login_event)
@@ -308,7 +416,7 @@ class Tracker:
                 return None
             entries = [
                 (sid, p.user_id, p.started_at, p.ip, p.user_agent, hour, p.calls, p.last)
-                for (sid, hour), p in self._pending.items()
+                for (sid, hour, _, _), p in self._pending.items()
             ]
             self._sequence += 1
             batch = _Batch(
@@ -328,14 +436,18 @@ class Tracker:
 
         True when everything pending at the call has reached Redis.
         """
-        for _ in range(3):
-            with self._lock:
-                retrying = self._inflight is not None
-            if not self._send_batch():
-                return False
-            if not retrying:
-                return True
-        return True
+        try:
+            for _ in range(3):
+                with self._lock:
+                    retrying = self._inflight is not None
+                if not self._send_batch():
+                    return False
+                if not retrying:
+                    return True
+            return True
+        finally:
+            if self._to_end:
+                self._end_anomalies()
 
     def _send_batch(self) -> bool:
         now = clock.now()
@@ -354,9 +466,12 @@ class Tracker:
             len(batch.entries),
             len(batch.stats),
             len(batch.events),
+            conf.ANOMALY_WINDOW,
+            session_anomaly_template(),
         ]
         for sid, uid, started, ip, ua, hour, calls, last in batch.entries:
             args += [sid, uid, repr(started), ip, ua, hour, calls, repr(last)]
+            args.append(fingerprint(ip, ua))
         for name, value in batch.stats.items():
             args += [name, value]
         args += batch.events
@@ -393,13 +508,24 @@ class Tracker:
         if errors:
             # A script error is a bug, not an outage: retrying would repeat it forever.
             logger.error("session tracking: flush batch rejected by redis: %r", errors[0])
+        anomalies = results[0][1:] if isinstance(results[0], list) else []
         with self._lock:
             self._inflight = None
+            if anomalies and conf.ANOMALY_ACTION == "end":
+                self._to_end.extend(sid.decode() for sid in anomalies)
         return True
 
-    def _flush_loop(self) -> None:
+    def _end_anomalies(self) -> None:
+        """SESSION_ANOMALY_ACTION=end: end the sessions the last flushes found used from two
+        places at once. Outside the flush itself: an end flushes, and waits for the others."""
+        with self._lock:
+            sids, self._to_end = self._to_end, []
+        for sid in sids:
+            self.end(sid=sid, reason=EndReason.ANOMALY, ended_at=clock.now())
+
+    def _flush_loop(self, stop: threading.Event) -> None:
         interval = get_settings().TRACKING_FLUSH_INTERVAL
-        while not self._stop.wait(interval):
+        while not stop.wait(interval):
             try:
                 self.flush()
                 self._expire_local(clock.now())
@@ -417,35 +543,80 @@ class Tracker:
 
     # --- revocations from other processes --------------------------------------------------
 
-    def _listen_loop(self) -> None:
-        while not self._stop.is_set():
+    def _listen_loop(self, stop: threading.Event) -> None:
+        quick_retry_after = 0.0
+        while not stop.is_set():
             pubsub = None
+            subscribed_at = None
             try:
-                pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(keys.revocations_channel())
-                # Subscribe first, then reload: nothing ended in between can be missed.
+                client = get_redis()
+                channel = keys.revocations_channel().encode()
+                confirm = _confirm_channel(client).encode()
+                pubsub = client.pubsub()
+                pubsub.subscribe(channel, confirm)
+                # Subscribed for certain (the server has confirmed both channels), then
+                # reload: nothing ended in between can be missed.
+                early = _await_confirmation(pubsub, "subscribe", 2)
                 self._reload_ended()
+                for message in early:
+                    self._on_message(message, channel, confirm)
+                self._redis_retry_at = 0.0  # Redis answers: no need to wait for a flush
                 self._subscribed.set()
+                self._listen_tried.set()
+                subscribed_at = time.monotonic()
                 reload_every = get_settings().ENDED_RELOAD_SECONDS
                 next_reload = time.monotonic() + reload_every
-                while not self._stop.is_set():
+                while not stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message and message.get("type") == "message":
-                        self.mark_ended(message["data"].decode())
+                    if message:
+                        self._on_message(message, channel, confirm)
                     if time.monotonic() >= next_reload:
                         self._reload_ended()
                         next_reload = time.monotonic() + reload_every
+                # Stopping: PUBLISH counts this process until the server has taken it off the
+                # channels, and enders wait for its acknowledgement of what it was counted for.
+                pubsub.unsubscribe()
+                for message in _await_confirmation(pubsub, "unsubscribe", 2):
+                    self._on_message(message, channel, confirm)
             except REDIS_UNAVAILABLE:
-                self._subscribed.clear()
-                self._stop.wait(REDIS_RETRY_SECONDS)
+                if subscribed_at is not None and time.monotonic() >= quick_retry_after:
+                    # A subscription lost (Redis restarting, or only this connection dropped):
+                    # reconnect at once, at most once a second; meanwhile requests ask Redis.
+                    quick_retry_after = time.monotonic() + REDIS_RETRY_SECONDS
+                    self._subscribed.clear()
+                    continue
+                # Redis is down until the next attempt says otherwise: meanwhile requests are
+                # served on their JWT without waiting on Redis (the flush logs the outage).
+                self._redis_retry_at = max(
+                    self._redis_retry_at, clock.now() + LISTENER_DOWN_SECONDS
+                )
             except Exception:
                 logger.exception("session tracking: revocation listener failed")
-                self._subscribed.clear()
-                self._stop.wait(REDIS_RETRY_SECONDS)
             finally:
+                self._subscribed.clear()
+                self._listen_tried.set()
                 if pubsub is not None:
                     with contextlib.suppress(Exception):  # closing a broken connection
                         pubsub.close()
+            stop.wait(REDIS_RETRY_SECONDS)
+
+    def _on_message(self, message: dict, channel: bytes, confirm: bytes) -> None:
+        if message.get("type") != "message":
+            return
+        if message["channel"] == confirm:
+            self._acknowledge(message["data"])
+        elif message["channel"] == channel:
+            self.mark_ended(message["data"].decode())
+
+    def _acknowledge(self, data: bytes) -> None:
+        """Ended sessions whose ender waits (confirm_ended): refuse them, then say so."""
+        nonce, *sids = data.decode().split(" ")
+        for sid in sids:
+            self.mark_ended(sid)
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.rpush(keys.revocation_ack(nonce), 1)
+        pipe.expire(keys.revocation_ack(nonce), ACK_TTL)
+        pipe.execute()
 
     def _reload_ended(self) -> None:
         keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
@@ -459,6 +630,51 @@ class Tracker:
     def wait_subscribed(self, timeout: float = 5.0) -> bool:
         self.ensure_started()
         return self._subscribed.wait(timeout)
+
+
+def fingerprint(ip: str, user_agent: str) -> str:
+    """A client as the anomaly check compares it: '<network> <user-agent digest>', '' when
+    there is no address to be had (nothing is compared then)."""
+    network = _network(ip)
+    return f"{network} {_user_agent_digest(user_agent)}" if network else ""
+
+
+@lru_cache(maxsize=65536)
+def _network(ip: str) -> str:
+    """/24 for IPv4, /64 for IPv6: a client moving within its network is the same client."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+@lru_cache(maxsize=4096)
+def _user_agent_digest(user_agent: str) -> str:
+    """A short digest: the session hash keeps this, not a second copy of the user agent."""
+    return hashlib.blake2b(user_agent.encode(), digest_size=8).hexdigest()
+
+
+def _confirm_channel(client) -> str:
+    return keys.revocation_confirm_channel(client.connection_pool.connection_kwargs.get("db", 0))
+
+
+def _await_confirmation(pubsub, kind: str, channels: int) -> list[dict]:
+    """Wait for the server's confirmation of each channel's (un)subscription (the command
+    does not wait for it); return the messages that came meanwhile."""
+    deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+    confirmed, early = 0, []
+    while confirmed < channels:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise redis.TimeoutError(f"no {kind} confirmation")
+        message = pubsub.get_message(timeout=left)
+        if message and message.get("type") == kind:
+            confirmed += 1
+        elif message:
+            early.append(message)
+    return early
 
 
 tracker = Tracker()

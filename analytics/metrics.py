@@ -187,6 +187,13 @@ class SessionhubCollector(Collector):
         dropped.add_metric([], stat("tracking_dropped") + stat("events_dropped"))
         yield dropped
 
+        anomalies = CounterMetricFamily(
+            "session_anomalies",
+            "Sessions found in use from two clients at once (other network and user agent).",
+        )
+        anomalies.add_metric([], stat("session_anomalies"))
+        yield anomalies
+
         yield from self._sync_families(v, now, stat)
         yield from self._celery_families(v, stat)
 

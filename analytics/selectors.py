@@ -178,11 +178,42 @@ def live_sessions_page(
 
 
 @dataclass
+class Anomaly:
+    """A session used from two distant clients at once (a `session_anomaly` event)."""
+
+    occurred_at: datetime
+    user_id: int | None
+    username: str
+    sid: str
+    earlier_network: str  # where the session was in use until then
+    ip: str  # the client that appeared
+    user_agent: str
+    login_ip: str
+    login_user_agent: str
+    end_reason: str  # the session's, as last synced ('' while open)
+
+
+ANOMALIES = """
+SELECT e.occurred_at, e.user_id, coalesce(u.username, ''), e.session_id, e.reason,
+       coalesce(host(e.ip), ''), e.user_agent, coalesce(host(s.ip), ''),
+       coalesce(s.user_agent, ''), coalesce(s.end_reason, '')
+FROM audit_event e
+LEFT JOIN accounts_user u ON u.id = e.user_id
+LEFT JOIN audit_session s ON s.sid = e.session_id
+WHERE e.event_type = 'session_anomaly'
+  AND e.occurred_at >= analytics_now() - make_interval(hours => %s)
+ORDER BY e.occurred_at DESC
+LIMIT %s
+"""
+
+
+@dataclass
 class Security:
     failed_by_hour: list[tuple[datetime, str, int]]
     suspicious: list[tuple]
     lockouts: list[throttling.Lockout]
     lockouts_available: bool
+    anomalies: list[Anomaly] = field(default_factory=list)
 
 
 def security(*, hours: int = 24, top: int = 20) -> Security:
@@ -196,11 +227,12 @@ def security(*, hours: int = 24, top: int = 20) -> Security:
         "FROM analytics_suspicious_ips ORDER BY usernames_tried DESC, attempts DESC LIMIT %s",
         [top],
     )
+    anomalies = [Anomaly(*row) for row in _rows(ANOMALIES, [hours, top])]
     try:
         lockouts, available = throttling.lockouts_current(now=clock.now()), True
     except REDIS_UNAVAILABLE:
         lockouts, available = [], False
-    return Security(failed, suspicious, lockouts, available)
+    return Security(failed, suspicious, lockouts, available, anomalies)
 
 
 # --- one user --------------------------------------------------------------------------------
@@ -213,6 +245,7 @@ class TimelineEntry:
     detail: str
     ip: str = ""
     user_agent: str = ""
+    alarming: bool = False
 
 
 @dataclass
@@ -224,6 +257,21 @@ class UserDetail:
     sessions: list[AuditSession]
     timeline: list[TimelineEntry]
     daily_calls: list[tuple[date, int]]
+
+    @property
+    def anomalies(self) -> list[TimelineEntry]:
+        return [entry for entry in self.timeline if entry.alarming]
+
+
+def _event_detail(event: AuditEvent, actors: dict) -> str:
+    if event.event_type == EventType.SESSION_ANOMALY:
+        return (
+            f"session {event.session_id[:12]}… in use from {event.reason} until then, "
+            "now also from this client"
+        )
+    if event.actor_id:
+        return f"{event.reason} by {actors.get(event.actor_id)}"
+    return event.reason
 
 
 def user_detail(*, user_id: int, limit: int = 200) -> UserDetail:
@@ -258,9 +306,10 @@ def user_detail(*, user_id: int, limit: int = 200) -> UserDetail:
         TimelineEntry(
             e.occurred_at,
             e.get_event_type_display(),
-            f"{e.reason} by {actors.get(e.actor_id)}" if e.actor_id else e.reason,
+            _event_detail(e, actors),
             str(e.ip or ""),
             e.user_agent,
+            alarming=e.event_type == EventType.SESSION_ANOMALY,
         )
         for e in events
         if e.event_type not in redundant

@@ -12,6 +12,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+# What to do with a session used from two distant fingerprints at once (accounts.tracking).
+ANOMALY_ACTIONS = ("record", "end")
+
 
 @dataclass(frozen=True, slots=True)
 class SessionhubSettings:
@@ -40,6 +43,9 @@ class SessionhubSettings:
     AUDIT_IP_ANONYMIZE: bool
     METRICS_TOKEN: str
     METRICS_ALLOWED_IPS: str
+    REVOCATION_ACK_TIMEOUT: float
+    ANOMALY_ACTION: str
+    ANOMALY_WINDOW: int
 
 
 def _build(raw: dict) -> SessionhubSettings:
@@ -66,6 +72,15 @@ def _build(raw: dict) -> SessionhubSettings:
         raise ImproperlyConfigured("SESSIONHUB ACTIVE_WINDOW must be shorter than RECENT_WINDOW.")
     if conf.IDLE_TIMEOUT > conf.ABSOLUTE_TIMEOUT:
         raise ImproperlyConfigured("SESSIONHUB IDLE_TIMEOUT must not exceed ABSOLUTE_TIMEOUT.")
+    if conf.ANOMALY_ACTION not in ANOMALY_ACTIONS:
+        raise ImproperlyConfigured(
+            f"SESSION_ANOMALY_ACTION must be one of {', '.join(ANOMALY_ACTIONS)}, "
+            f"got {conf.ANOMALY_ACTION!r}"
+        )
+    if conf.REVOCATION_ACK_TIMEOUT <= 0 or conf.ANOMALY_WINDOW <= 0:
+        raise ImproperlyConfigured(
+            "REVOCATION_ACK_TIMEOUT and SESSION_ANOMALY_WINDOW must be positive."
+        )
     return conf
 
 

@@ -37,6 +37,19 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):
+    """Load the recently ended sessions before the worker serves anything.
+
+    Here rather than in post_fork: the app (Django) is loaded by now. Bounded: with Redis
+    down the worker starts at once and serves on the signature-verified JWT; with Redis slow
+    it asks Redis per session until its set is loaded (accounts.tracking).
+    """
+    from accounts.tracking import tracker
+
+    if not tracker.start():
+        worker.log.warning("ended sessions not loaded at start: redis did not answer in time")
+
+
 def worker_exit(server, worker):
     """Flush the worker's pending session counts before it goes (graceful stop)."""
     from accounts.tracking import tracker

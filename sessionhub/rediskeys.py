@@ -45,6 +45,15 @@ class _Keys:
     def revocations_channel(self) -> str:
         return f"{self.prefix}:revoked"
 
+    def revocation_confirm_channel(self, db: int) -> str:
+        """Ends whose caller waits for every web process to acknowledge them. Per database:
+        channels are server-wide, and PUBLISH counts every subscriber of the name."""
+        return f"{self.prefix}:revoked:confirm:{db}"
+
+    def revocation_ack(self, nonce: str) -> str:
+        """List the web processes push to when they have an end (read by its caller)."""
+        return f"{self.prefix}:revoked:ack:{nonce}"
+
     def flush_sequence(self, process_id: str) -> str:
         """Last tracking batch applied from one web process (exactly-once flushes)."""
         return f"{self.prefix}:flush:{process_id}"

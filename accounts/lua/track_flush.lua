@@ -4,29 +4,39 @@
 -- (login while Redis was away, or Redis lost its data) is rebuilt from the token's claims, as a
 -- new generation (g = now in ms): its count starts again from zero, and the sync adds it to
 -- what PostgreSQL holds of the earlier generations instead of taking the larger of the two.
+-- The session's last client fingerprint (network, user-agent digest) is kept in its hash: a
+-- session used from another network AND another user agent within the anomaly window is a
+-- stolen token's signal — a session_anomaly event (once per window), counted, and its sid
+-- returned so the web process can end it if so configured.
 -- Then the process's counters and the events it held back during a Redis outage.
 -- Exactly once: the batch carries the process's sequence number; a number already applied
 -- (the reply to an earlier try was lost) is skipped.
 -- KEYS: 1 active index, 2 started index, 3 dirty set, 4 stats hash, 5 event stream,
 --       6 this process's last applied sequence
 -- ARGV: 1 session key prefix, 2 user-set key prefix, 3 sequence, 4 sequence key TTL,
---       5 stream max length, 6 entry count, 7 counter count, 8 event count, then
---       8 values per entry: sid, user id, started_at, ip, user agent, hour, calls, last_active;
+--       5 stream max length, 6 entry count, 7 counter count, 8 event count,
+--       9 anomaly window (seconds), 10 session_anomaly event JSON (accounts.events), then
+--       9 values per entry: sid, user id, started_at, ip, user agent, hour, calls,
+--       last_active, fingerprint ('<network> <user-agent digest>', '' when the IP is unknown);
 --       2 per counter: name, increment; 1 per event: its JSON
+-- Returns {calls counted, sids of the sessions found used from two places at once...}.
 local sequence = tonumber(ARGV[3])
 local applied = tonumber(redis.call('GET', KEYS[6]) or '-1')
-if sequence <= applied then return -1 end
+if sequence <= applied then return {-1} end
 redis.call('SET', KEYS[6], ARGV[3], 'EX', ARGV[4])
 
 local prefix, uprefix = ARGV[1], ARGV[2]
+local window = tonumber(ARGV[9])
 local total = 0
-local i = 9
+local anomalies = {}
+local i = 11
 for _ = 1, tonumber(ARGV[6]) do
   local sid, uid, st, ip, ua = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hour, calls, last = ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
-  i = i + 8
+  local fp = ARGV[i + 8]
+  i = i + 9
   local key = prefix .. sid
-  -- Six cheap calls per session in the usual case: Redis runs this for every flush of every
+  -- Seven cheap calls per session in the usual case: Redis runs this for every flush of every
   -- web process, on the same cores as they do.
   if redis.call('HSETNX', key, 'u', uid) == 1 then
     local time = redis.call('TIME')
@@ -36,6 +46,35 @@ for _ = 1, tonumber(ARGV[6]) do
     redis.call('ZADD', KEYS[1], 'GT', st, sid)
     redis.call('SADD', uprefix .. uid, sid)
     redis.call('HINCRBY', KEYS[4], 'sessions_rebuilt', 1)
+  end
+  -- The usual case is one HGET: the same client as last time.
+  if fp ~= '' then
+    local seen = redis.call('HGET', key, 'fp')
+    if seen ~= fp then
+      if seen then
+        local net, uad = string.match(fp, '^(%S+) (%S+)$')
+        local seen_net, seen_uad = string.match(seen, '^(%S+) (%S+)$')
+        -- Before la moves: la is when the session was last used, by the client seen.
+        local f = redis.call('HMGET', key, 'la', 'fx', 'end')
+        local t = tonumber(last)
+        if net ~= seen_net and uad ~= seen_uad and not f[3]
+            and t - (tonumber(f[1]) or 0) < window and (not f[2] or t - tonumber(f[2]) >= window)
+        then
+          local event = cjson.decode(ARGV[10])
+          event['uid'] = tonumber(uid)
+          event['sid'] = sid
+          event['ts'] = t
+          event['ip'] = ip
+          event['ua'] = ua
+          event['reason'] = seen_net
+          redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', cjson.encode(event))
+          redis.call('HINCRBY', KEYS[4], 'session_anomalies', 1)
+          redis.call('HSET', key, 'fx', last)
+          anomalies[#anomalies + 1] = sid
+        end
+      end
+      redis.call('HSET', key, 'fp', fp)
+    end
   end
   if calls > 0 then
     redis.call('HINCRBY', key, 'n', calls)
@@ -60,4 +99,4 @@ for _ = 1, tonumber(ARGV[8]) do
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[i])
   i = i + 1
 end
-return total
+return {total, unpack(anomalies)}

@@ -66,3 +66,34 @@ def test_database_down_is_a_503_not_a_500(api_client, user, password, unused_tcp
     finally:
         connection.close()
         connection.settings_dict["PORT"] = saved
+
+
+def test_a_process_starting_while_redis_is_down_serves_on_the_jwt_without_waiting(
+    private_redis, api_client, user, password
+):
+    """The ended sessions cannot be loaded: the worker starts anyway, at once, and serves the
+    signature-verified JWT (the designed Redis-down state), with no Redis wait per request."""
+    import time
+
+    from accounts.tracking import Tracker
+
+    tokens = login(api_client, user.username, password).json()
+    private_redis.stop()
+    starting = Tracker()
+    try:
+        began = time.monotonic()
+        assert starting.start(timeout=5) is False
+        assert time.monotonic() - began < 2
+        claims = {
+            "sid": sid_of(tokens["access"]),
+            "user_id": user.pk,
+            "started_at": time.time(),
+            "ip": "",
+            "user_agent": "",
+        }
+        began = time.monotonic()
+        for _ in range(50):
+            assert starting.authorize(**claims).value == "ok"
+        assert time.monotonic() - began < 0.5
+    finally:
+        starting.shutdown(timeout=0.2)

@@ -1,6 +1,8 @@
 """Live tracking: exact counts, timeouts on a controlled clock, revocation across processes."""
 
+import os
 import threading
+import time
 
 import pytest
 from rest_framework.test import APIClient
@@ -140,8 +142,9 @@ def test_revoke_all_others(api_client, user, password):
     assert [call(s["access"]) for s in sessions] == [200, 401, 401]
 
 
-def test_an_end_in_another_process_reaches_this_one_by_pubsub(tokens):
-    """Two trackers stand for two web processes; one ends the session, the other refuses it."""
+def test_an_end_in_another_process_reaches_this_one_before_the_end_returns(tokens):
+    """Two trackers stand for two web processes; one ends the session, and by the time the
+    call returns the other refuses it: no waiting for pub/sub on the client's next request."""
     other = Tracker()
     try:
         assert other.wait_subscribed()
@@ -150,13 +153,73 @@ def test_an_end_in_another_process_reaches_this_one_by_pubsub(tokens):
         claims = {"sid": sid, "user_id": 1, "started_at": started, "ip": "", "user_agent": ""}
         assert other.authorize(**claims) is Verdict.OK
         services.session_end(sid=claims["sid"], reason=EndReason.REVOKED)
-        for _ in range(100):
-            if claims["sid"] in other._ended:
-                break
-            threading.Event().wait(0.02)
+        assert sid in other._ended
         assert other.authorize(**claims) is Verdict.ENDED
     finally:
-        other._stop.set()
+        other.shutdown()
+
+
+def test_a_stalled_process_delays_an_end_by_the_bounded_wait_only(tokens, settings):
+    """A subscriber that never acknowledges (a process stuck in a long request, or stopped)
+    holds the ending call for REVOCATION_ACK_TIMEOUT, not longer."""
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "REVOCATION_ACK_TIMEOUT": 0.3}
+    client = get_redis()
+    channel = keys.revocation_confirm_channel(client.connection_pool.connection_kwargs["db"])
+    stalled = client.pubsub()
+    stalled.subscribe(channel)
+    assert stalled.get_message(timeout=2)["type"] == "subscribe"
+    try:
+        started = time.monotonic()
+        assert services.session_end(sid=sid_of(tokens["access"]), reason=EndReason.REVOKED)
+        waited = time.monotonic() - started
+        assert 0.3 <= waited < 1.5
+        assert stalled.get_message(timeout=1)["type"] == "message"  # it was told, never said so
+    finally:
+        stalled.close()
+
+
+def test_a_listener_whose_connection_drops_while_redis_is_up_resubscribes_at_once(tokens):
+    """Only the listener's connection is lost (Redis itself answers): the process must not
+    take Redis for down and serve on the JWT alone while ends go by."""
+    other = Tracker()
+    try:
+        assert other.wait_subscribed()
+        client = get_redis()
+        db = client.connection_pool.connection_kwargs["db"]
+        listeners = [
+            entry["id"]
+            for entry in client.client_list(_type="pubsub")
+            if int(entry["db"]) == db and entry["name"] == "sessionhub"
+        ]
+        assert listeners
+        for client_id in listeners:  # this test database's listeners only
+            client.client_kill_filter(_id=client_id)
+        threading.Event().wait(0.3)
+        sid = sid_of(tokens["access"])
+        services.session_end(sid=sid, reason=EndReason.REVOKED)
+        verdict = other.authorize(
+            sid=sid, user_id=1, started_at=livesessions.get(sid).started_at, ip="", user_agent=""
+        )
+        assert verdict is Verdict.ENDED
+    finally:
+        other.shutdown()
+
+
+def test_a_process_that_has_not_loaded_the_ended_sessions_asks_redis(tokens):
+    """A worker just forked, or a listener reconnecting: until its set of ended sessions is
+    loaded, it cannot tell an ended session from a live one, so it asks Redis."""
+    sid = sid_of(tokens["access"])
+    services.session_end(sid=sid, reason=EndReason.REVOKED)
+    unaware = Tracker()
+    unaware._pid = os.getpid()  # as if started, but its listener never subscribed
+    claims = {
+        "sid": sid,
+        "user_id": 1,
+        "started_at": livesessions.get(sid).started_at,
+        "ip": "",
+        "user_agent": "",
+    }
+    assert unaware.authorize(**claims) is Verdict.ENDED
 
 
 def test_a_process_that_reconnects_reloads_recent_ends(tokens):
@@ -170,7 +233,7 @@ def test_a_process_that_reconnects_reloads_recent_ends(tokens):
         )
         assert verdict is Verdict.ENDED
     finally:
-        late._stop.set()
+        late.shutdown()
 
 
 def test_password_change_ends_every_session(

@@ -152,6 +152,36 @@ def test_security_page(client, analyst, world):
     assert suspicious[0][:4] == ("203.0.113.9", "stuffer/1.0", 21, 21)
 
 
+def test_a_stolen_token_shows_on_the_security_page_and_the_users_page(
+    client, analyst, api_client, user, password
+):
+    victim = {"REMOTE_ADDR": "198.51.100.23", "HTTP_USER_AGENT": "Firefox/128.0"}
+    thief = {"REMOTE_ADDR": "203.0.113.77", "HTTP_USER_AGENT": "<b>curl</b>/8.5"}
+    tokens = login(api_client, user.username, password, **victim).json()
+    for client_meta in (victim, thief):
+        response = api_client.get(
+            "/api/sessions/", HTTP_AUTHORIZATION=f"Bearer {tokens['access']}", **client_meta
+        )
+        assert response.status_code == 200
+    tracker.flush()
+    audit_services.sync_run()
+
+    html = page(client, analyst, "admin:analytics_security").content.decode()
+    [anomaly] = client.get(reverse("admin:analytics_security")).context["data"].anomalies
+    assert (anomaly.username, anomaly.earlier_network) == ("alice", "198.51.100.0/24")
+    assert (anomaly.ip, anomaly.login_ip) == ("203.0.113.77", "198.51.100.23")
+    assert anomaly.login_user_agent == "Firefox/128.0" and anomaly.end_reason == ""
+    assert 'id="session-anomalies"' in html and "203.0.113.77" in html
+    assert "&lt;b&gt;curl&lt;/b&gt;/8.5" in html and "<b>curl</b>" not in html
+    assert reverse("admin:analytics_user_detail", args=[user.pk]) in html
+
+    response = page(client, analyst, "admin:analytics_user_detail", user.pk)
+    [entry] = response.context["detail"].anomalies
+    assert entry.kind == "Session anomaly" and "198.51.100.0/24" in entry.detail
+    assert entry.ip == "203.0.113.77"
+    assert 'id="user-anomalies"' in response.content.decode()
+
+
 def test_ending_sessions_needs_the_change_permission_and_is_audited(
     client, analyst, manager, api_client, user, password
 ):
@@ -218,7 +248,7 @@ PAGE_QUERIES = {
     "admin:audit_auditsession_changelist": 6,
     "admin:audit_auditevent_changelist": 6,
     "admin:analytics_live_sessions": 5,
-    "admin:analytics_security": 6,
+    "admin:analytics_security": 7,
 }
 
 

@@ -83,6 +83,23 @@ def test_values_follow_the_traffic(api_client, client, user, password):
     assert values[("sessionhub_redis_up", ())] == 1
 
 
+def test_session_anomalies_are_counted_without_naming_anyone(api_client, client, user, password):
+    tokens = login(api_client, user.username, password).json()
+    for address, agent in (("198.51.100.23", "Firefox/128.0"), ("203.0.113.77", "curl/8.5")):
+        response = api_client.get(
+            "/api/sessions/",
+            **bearer(tokens["access"]),
+            REMOTE_ADDR=address,
+            HTTP_USER_AGENT=agent,
+        )
+        assert response.status_code == 200
+    tracker.flush()
+    text = scrape(client)
+    assert types(text)["session_anomalies"] == "counter"
+    assert samples(text)[("session_anomalies_total", ())] == 1
+    assert "203.0.113" not in text and "curl" not in text
+
+
 def test_active_sessions_and_status(api_client, client, user, password, frozen_clock):
     for _ in range(2):
         login(api_client, user.username, password)

@@ -199,6 +199,9 @@ SESSIONHUB = {
     "AUDIT_IP_ANONYMIZE": env.bool("AUDIT_IP_ANONYMIZE", default=False),
     "METRICS_TOKEN": env.str("METRICS_TOKEN", default=""),
     "METRICS_ALLOWED_IPS": env.str("METRICS_ALLOWED_IPS", default=""),
+    "REVOCATION_ACK_TIMEOUT": env.float("REVOCATION_ACK_TIMEOUT", default=1.0),
+    "ANOMALY_ACTION": env.str("SESSION_ANOMALY_ACTION", default="record"),
+    "ANOMALY_WINDOW": env.int("SESSION_ANOMALY_WINDOW", default=300),
 }
 
 # Celery: broker and results on Redis, JSON only, every task bounded in time.
