@@ -30,6 +30,7 @@ class EventType(models.TextChoices):
     SESSION_EXPIRED = "session_expired", "Session expired"
     LOCKED_OUT = "locked_out", "Locked out"
     LOCKOUT_LIFTED = "lockout_lifted", "Lock-out lifted"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused", "Refresh token reused"
 
 
 class EndReason(models.TextChoices):
@@ -39,6 +40,8 @@ class EndReason(models.TextChoices):
     REVOKED = "revoked", "Revoked"
     PASSWORD_CHANGED = "password_changed", "Password changed"
     USER_DISABLED = "user_disabled", "User disabled"
+    REFRESH_REUSE = "refresh_reuse", "Refresh token reused"
+    SESSION_LIMIT = "session_limit", "Session limit reached"
 
 
 class FailureReason(models.TextChoices):
@@ -57,6 +60,8 @@ END_EVENT_TYPE = {
     EndReason.REVOKED: EventType.SESSION_REVOKED,
     EndReason.PASSWORD_CHANGED: EventType.SESSION_REVOKED,
     EndReason.USER_DISABLED: EventType.SESSION_REVOKED,
+    EndReason.REFRESH_REUSE: EventType.SESSION_REVOKED,
+    EndReason.SESSION_LIMIT: EventType.SESSION_REVOKED,
 }
 
 
@@ -119,3 +124,17 @@ def token_refreshed(*, user_id: int, sid: str, ip: str, user_agent: str) -> None
 
 def lockout_lifted(*, username: str, ip: str, actor_id: int) -> None:
     append(event_payload(EventType.LOCKOUT_LIFTED, username=username, ip=ip, actor_id=actor_id))
+
+
+def refresh_token_reused(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
+    """A rotated refresh token came back: someone holds a copy. Its session is ended with it."""
+    append(
+        event_payload(
+            EventType.REFRESH_TOKEN_REUSED,
+            user_id=user_id,
+            sid=sid,
+            ip=ip,
+            user_agent=user_agent,
+            reason=str(EndReason.REFRESH_REUSE),
+        )
+    )

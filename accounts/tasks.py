@@ -7,3 +7,15 @@ from accounts import services
 def sessions_expire() -> dict[str, int]:
     """End sessions past their idle/absolute timeout (idempotent: safe to run twice)."""
     return services.sessions_expire_due()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60, acks_late=True)
+def session_ends_apply() -> int:
+    """Apply in Redis the ends recorded in PostgreSQL (idempotent: each session ends once)."""
+    return services.session_ends_apply()
+
+
+@shared_task(ignore_result=True, soft_time_limit=240, time_limit=300, acks_late=True)
+def sessions_reconcile() -> int:
+    """End live sessions of inactive or deleted users, however they reached Redis."""
+    return services.sessions_reconcile()

@@ -102,6 +102,7 @@ class Tracker:
         self._inflight: _Batch | None = None
         self._last_seen: dict[str, float] = {}
         self._ended: dict[str, float] = {}
+        self._foreign: dict[tuple[str, int], float] = {}  # (sid, another user's id) → until
         self._redis_retry_at = 0.0
         self._next_prune = 0.0
         self._subscribed = threading.Event()
@@ -164,7 +165,7 @@ class Tracker:
         self.ensure_started()
         conf = get_settings()
         now = clock.now()
-        if sid in self._ended:
+        if sid in self._ended or (self._foreign and (sid, user_id) in self._foreign):
             return Verdict.ENDED
         if now - started_at >= conf.ABSOLUTE_TIMEOUT:
             self.end(
@@ -389,6 +390,9 @@ class Tracker:
         except REDIS_UNAVAILABLE:
             self._redis_failed(now, "flush")
             return False
+        reply = results[0]
+        if isinstance(reply, list) and len(reply) == 2 and reply[1]:
+            self._refuse_foreign(reply[1])
         errors = [result for result in results if isinstance(result, Exception)]
         if errors:
             # A script error is a bug, not an outage: retrying would repeat it forever.
@@ -396,6 +400,13 @@ class Tracker:
         with self._lock:
             self._inflight = None
         return True
+
+    def _refuse_foreign(self, flat: list) -> None:
+        """Tokens that name another user's session (reported by the flush) are refused."""
+        until = clock.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
+        with self._lock:
+            for sid, uid in zip(flat[::2], flat[1::2], strict=True):
+                self._foreign[(sid.decode(), int(uid))] = until
 
     def _flush_loop(self) -> None:
         interval = get_settings().TRACKING_FLUSH_INTERVAL
@@ -411,6 +422,8 @@ class Tracker:
         with self._lock:
             for sid in [sid for sid, until in self._ended.items() if until < now]:
                 del self._ended[sid]
+            for pair in [pair for pair, until in self._foreign.items() if until < now]:
+                del self._foreign[pair]
             if len(self._last_seen) > MAX_LAST_SEEN or now >= self._next_prune:
                 self._last_seen = {s: t for s, t in self._last_seen.items() if now - t < idle}
                 self._next_prune = now + 60

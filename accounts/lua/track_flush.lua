@@ -5,6 +5,7 @@
 -- new generation (g = now in ms): its count starts again from zero, and the sync adds it to
 -- what PostgreSQL holds of the earlier generations instead of taking the larger of the two.
 -- Then the process's counters and the events it held back during a Redis outage.
+-- Returns {calls counted, {sid, user id, …} of entries naming another user's session}.
 -- Exactly once: the batch carries the process's sequence number; a number already applied
 -- (the reply to an earlier try was lost) is skipped.
 -- KEYS: 1 active index, 2 started index, 3 dirty set, 4 stats hash, 5 event stream,
@@ -20,6 +21,7 @@ redis.call('SET', KEYS[6], ARGV[3], 'EX', ARGV[4])
 
 local prefix, uprefix = ARGV[1], ARGV[2]
 local total = 0
+local foreign = {}
 local i = 9
 for _ = 1, tonumber(ARGV[6]) do
   local sid, uid, st, ip, ua = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -28,10 +30,18 @@ for _ = 1, tonumber(ARGV[6]) do
   local key = prefix .. sid
   -- Six cheap calls per session in the usual case: Redis runs this for every flush of every
   -- web process, on the same cores as they do.
-  if redis.call('HSETNX', key, 'u', uid) == 1 then
+  local owner = redis.call('HGET', key, 'u')
+  if owner and owner ~= uid then
+    -- A session belongs to the user that opened it: a token naming another user's session
+    -- counts nothing and is reported, so that its web process refuses it from then on.
+    foreign[#foreign + 1] = sid
+    foreign[#foreign + 1] = uid
+    calls = 0
+  elseif not owner then
     local time = redis.call('TIME')
     local generation = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
-    redis.call('HSET', key, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua, 'g', generation)
+    redis.call('HSET', key, 'u', uid, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua,
+               'g', generation)
     redis.call('ZADD', KEYS[2], 'NX', st, sid)
     redis.call('ZADD', KEYS[1], 'GT', st, sid)
     redis.call('SADD', uprefix .. uid, sid)
@@ -60,4 +70,4 @@ for _ = 1, tonumber(ARGV[8]) do
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[i])
   i = i + 1
 end
-return total
+return {total, foreign}
