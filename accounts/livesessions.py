@@ -165,13 +165,13 @@ def start_args(
     return script_keys, args
 
 
-def start(**kwargs) -> int:
-    """Open a session; returns how many of the user's oldest sessions the limit ended."""
+def start(**kwargs) -> list[str]:
+    """Open a session; returns the sids of the user's oldest sessions the limit ended."""
     script_keys, args = start_args(**kwargs)
     opened, evicted = script("session_start")(keys=script_keys, args=args)
     if not opened:
         raise SessionIdTaken(kwargs["sid"])
-    return evicted
+    return [sid.decode() for sid in evicted]
 
 
 def end(

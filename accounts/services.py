@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -139,7 +139,8 @@ def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPai
         "user_agent": user_agent,
     }
     try:
-        livesessions.start(**session, username=user.get_username())
+        for evicted in livesessions.start(**session, username=user.get_username()):
+            tracker.mark_ended(evicted)  # the others hear it by pub/sub
     except REDIS_UNAVAILABLE:
         # Login keeps working: the session is opened in Redis by the first flush that gets there.
         login_event = events.event_payload(
@@ -515,23 +516,24 @@ def sessions_reconcile(*, batch: int = 1000) -> int:
     Every path that disables or removes a user is recorded when it happens (see User), but a
     session can still reach Redis afterwards — opened by a web process during a Redis outage
     and flushed later, or rebuilt from a token after Redis lost its data. This walks every live
-    session through the start index (no KEYS, no SCAN), a batch at a time: one pipelined read
-    of their users, one primary-key query for which of them are active.
+    session by rank in the start index (no KEYS, no SCAN), a batch at a time: one script call
+    for the batch's sids and users, one query for which of those users are active.
     """
     client = get_redis()
+    owners_of = livesessions.script("session_owners")
     ended, offset = 0, 0
     while True:
-        sids = [
-            sid.decode() for sid in client.zrange(keys.started_index(), offset, offset + batch - 1)
-        ]
-        if not sids:
+        flat = owners_of(
+            keys=[keys.started_index()], args=[keys.session_prefix(), offset, batch], client=client
+        )
+        if not flat:
             return ended
-        pipe = client.pipeline(transaction=False)
-        for sid in sids:
-            pipe.hget(keys.session(sid), "u")
-        owners = [int(owner) if owner is not None else None for owner in pipe.execute()]
-        known = {owner for owner in owners if owner is not None}
-        active = set(User.objects.filter(pk__in=known, is_active=True).values_list("pk", flat=True))
+        sids = [sid.decode() for sid in flat[::2]]
+        owners = [int(owner) if owner else None for owner in flat[1::2]]
+        known = sorted({owner for owner in owners if owner is not None})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM accounts_user WHERE id = ANY(%s) AND is_active", [known])
+            active = {row[0] for row in cursor.fetchall()}
         doomed = [
             sid
             for sid, owner in zip(sids, owners, strict=True)
@@ -543,8 +545,10 @@ def sessions_reconcile(*, batch: int = 1000) -> int:
             pipe = client.pipeline(transaction=False)
             for sid in doomed:
                 livesessions.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, client=pipe)
-            results = pipe.execute()
-            removed = sum(1 for result in results if result == 1)
+            for sid, result in zip(doomed, pipe.execute(), strict=True):
+                if result == 1:
+                    tracker.mark_ended(sid)
+                    removed += 1
             ended += removed
         offset += len(sids) - removed  # ended sessions left the index: the ranks moved down
         if len(sids) < batch:

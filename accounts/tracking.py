@@ -95,7 +95,9 @@ class Tracker:
     def _reset_state(self) -> None:
         self._process_id = uuid.uuid4().hex
         self._sequence = 0
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        # (sid, user id, hour): a token naming another user's session is counted apart, so that
+        # the flush can refuse it without touching the owner's counts.
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._stats: Counter[str] = Counter()
         self._deferred_events: deque[str] = deque()
         self._deferred_ends: list[tuple] = []
@@ -208,12 +210,14 @@ class Tracker:
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
         hour = livesessions.hour_of(now)
         with self._lock:
-            entry = self._pending.get((sid, hour))
+            entry = self._pending.get((sid, user_id, hour))
             if entry is None:
                 if len(self._pending) >= MAX_PENDING_SESSIONS:
                     self._stats["tracking_dropped"] += 1
                     return
-                entry = self._pending[(sid, hour)] = _Pending(user_id, started_at, ip, user_agent)
+                entry = self._pending[(sid, user_id, hour)] = _Pending(
+                    user_id, started_at, ip, user_agent
+                )
             entry.calls += 1
             entry.last = now
             self._last_seen[sid] = now
@@ -273,7 +277,7 @@ class Tracker:
         """Login while Redis is away: the session is opened by the next flush that gets through."""
         with self._lock:
             self._pending.setdefault(
-                (sid, livesessions.hour_of(started_at)),
+                (sid, user_id, livesessions.hour_of(started_at)),
                 _Pending(user_id, started_at, ip, user_agent, calls=0, last=started_at),
             )
             self._deferred_events.append(login_event)
@@ -309,7 +313,7 @@ class Tracker:
                 return None
             entries = [
                 (sid, p.user_id, p.started_at, p.ip, p.user_agent, hour, p.calls, p.last)
-                for (sid, hour), p in self._pending.items()
+                for (sid, _, hour), p in self._pending.items()
             ]
             self._sequence += 1
             batch = _Batch(

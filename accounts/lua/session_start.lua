@@ -2,7 +2,7 @@
 -- live sessions than the limit, end the oldest ones (reason session_limit), all atomically:
 -- two logins at once can never leave the user above the limit, nor end one session too many.
 -- Idempotent: replaying it never resets counters. A session is bound to the user that opened
--- it: a sid already held by another user is refused (returns {0, 0}).
+-- it: a sid already held by another user is refused (returns {0, {}}).
 -- end_session.lua is included above.
 -- KEYS: 1 session hash, 2 active index, 3 started index, 4 user's session set, 5 dirty set,
 --       6 event stream, 7 stats hash, 8 ended index, 9 duration histogram hash
@@ -11,17 +11,17 @@
 --       9 session key prefix, 10 user-set key prefix, 11 revocation channel,
 --       12 end event JSON for a session ended by the limit (sid, user id, duration set here),
 --       13.. histogram bucket upper bounds (ascending)
--- Returns {1, sessions ended by the limit}.
+-- Returns {1, {sids of the sessions the limit ended}}.
 local sid = ARGV[1]
 local owner = redis.call('HGET', KEYS[1], 'u')
-if owner and owner ~= ARGV[2] then return {0, 0} end
+if owner and owner ~= ARGV[2] then return {0, {}} end
 redis.call('HSET', KEYS[1], 'u', ARGV[2], 'st', ARGV[3], 'ip', ARGV[4], 'ua', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'n', 0)
 redis.call('HSETNX', KEYS[1], 'la', ARGV[3])
 redis.call('SADD', KEYS[5], sid)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'd', ARGV[7])
 redis.call('HINCRBY', KEYS[7], 'sessions_started', 1)
-local evicted = 0
+local evicted = {}
 if redis.call('HEXISTS', KEYS[1], 'end') == 0 then
   redis.call('ZADD', KEYS[2], 'GT', redis.call('HGET', KEYS[1], 'la'), sid)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[3], sid)
@@ -44,7 +44,7 @@ if redis.call('HEXISTS', KEYS[1], 'end') == 0 then
            maxlen = ARGV[6], channel = ARGV[11], event = ARGV[12], idle = '', now = ARGV[3],
            buckets = buckets})
         if result == 1 then
-          evicted = evicted + 1
+          evicted[#evicted + 1] = other
         else
           redis.call('SREM', KEYS[4], other)  -- a stale entry: its session is gone or ended
         end

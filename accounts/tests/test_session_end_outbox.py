@@ -136,3 +136,17 @@ def test_the_beat_runs_the_job(settings):
     assert schedule["session-ends-apply"]["task"] == "accounts.tasks.session_ends_apply"
     assert schedule["session-ends-apply"]["schedule"] <= 10
     assert schedule["sessions-reconcile"]["task"] == "accounts.tasks.sessions_reconcile"
+
+
+def test_the_admin_lists_recorded_ends_read_only(user, django_user_model, password):
+    from accounts import services
+
+    services.session_end_request_record(user_id=user.pk, reason=EndReason.SESSION_LIMIT, sid="x")
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser("root", password=password))
+    url = reverse("admin:accounts_sessionendrequest_changelist")
+    for query in ("", "?reason=session_limit", "?applied_at__isempty=1", "?q=abc", f"?q={user.pk}"):
+        response = admin.get(url + query)
+        assert response.status_code == 200, query
+    assert b"Session limit reached" in admin.get(url).content
+    assert admin.get(reverse("admin:accounts_sessionendrequest_add")).status_code == 403
