@@ -3,6 +3,7 @@
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -506,7 +507,8 @@ def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:
     return sum(1 for result in results if result == 1)
 
 
-def _wall_datetime(ms: int):
+def _wall_datetime(ms: int) -> datetime:
+    """Milliseconds of the clock session ids are made with, as a datetime."""
     return clock.to_datetime(ms / 1000)
 
 

@@ -100,3 +100,55 @@ def test_the_session_list_is_paginated(api_client, user, password, settings):
     for query in ("limit=0", "limit=-3", "limit=x", "offset=-1", "offset=99", "limit=99999"):
         response = api_client.get(f"/api/sessions/?{query}", **me)
         assert response.status_code == 200, query
+
+
+@pytest.mark.django_db
+def test_the_new_end_reasons_reach_the_audit_trail_and_its_filters(
+    api_client, user, password, settings, django_user_model
+):
+    from django.test import Client
+    from django.urls import reverse
+
+    from audit import services as audit_services
+    from audit.models import AuditEvent, AuditSession
+
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "SESSION_LIMIT_PER_USER": 1}
+    evicted = login(api_client, user.username, password).json()
+    stolen = login(api_client, user.username, password).json()
+    assert (
+        api_client.post(
+            "/api/auth/token/refresh/", {"refresh": stolen["refresh"]}, format="json"
+        ).status_code
+        == 200
+    )
+    assert (
+        api_client.post(
+            "/api/auth/token/refresh/", {"refresh": stolen["refresh"]}, format="json"
+        ).status_code
+        == 401
+    )
+    audit_services.sync_run()
+    reasons = dict(AuditSession.objects.values_list("sid", "end_reason"))
+    assert reasons == {
+        sid_of(evicted["access"]): EndReason.SESSION_LIMIT,
+        sid_of(stolen["access"]): EndReason.REFRESH_REUSE,
+    }
+    reused = AuditEvent.objects.get(event_type=EventType.REFRESH_TOKEN_REUSED)
+    assert (reused.user_id, reused.session_id) == (user.pk, sid_of(stolen["access"]))
+
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser("root", password=password))
+    sessions = reverse("admin:audit_auditsession_changelist")
+
+    def listed(url: str) -> list:
+        page = admin.get(url)
+        assert page.status_code == 200, url
+        return list(page.context["cl"].result_list)
+
+    for reason, session in ((EndReason.SESSION_LIMIT, evicted), (EndReason.REFRESH_REUSE, stolen)):
+        [row] = listed(f"{sessions}?end_reason={reason}")
+        assert row.sid == sid_of(session["access"])
+    events = reverse("admin:audit_auditevent_changelist")
+    assert listed(f"{events}?event_type={EventType.REFRESH_TOKEN_REUSED}") == [reused]
+    [limit_end] = listed(f"{events}?reason={EndReason.SESSION_LIMIT}")
+    assert limit_end.session_id == sid_of(evicted["access"])
