@@ -6,4 +6,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and live sessions"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401 - registers the OpenAPI authentication scheme
+        from . import (
+            schema,  # noqa: F401 - registers the OpenAPI authentication scheme
+            signals,  # noqa: F401 - connects the receivers
+        )

@@ -31,6 +31,7 @@ class EventType(models.TextChoices):
     LOCKED_OUT = "locked_out", "Locked out"
     LOCKOUT_LIFTED = "lockout_lifted", "Lock-out lifted"
     SESSION_ANOMALY = "session_anomaly", "Session anomaly"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused", "Refresh token reused"
 
 
 class EndReason(models.TextChoices):
@@ -41,6 +42,8 @@ class EndReason(models.TextChoices):
     PASSWORD_CHANGED = "password_changed", "Password changed"
     USER_DISABLED = "user_disabled", "User disabled"
     ANOMALY = "anomaly", "Used from two places at once"
+    REFRESH_REUSE = "refresh_reuse", "Refresh token reused"
+    SESSION_LIMIT = "session_limit", "Session limit reached"
 
 
 class FailureReason(models.TextChoices):
@@ -68,6 +71,8 @@ END_EVENT_TYPE = {
     EndReason.PASSWORD_CHANGED: EventType.SESSION_REVOKED,
     EndReason.USER_DISABLED: EventType.SESSION_REVOKED,
     EndReason.ANOMALY: EventType.SESSION_REVOKED,
+    EndReason.REFRESH_REUSE: EventType.SESSION_REVOKED,
+    EndReason.SESSION_LIMIT: EventType.SESSION_REVOKED,
 }
 
 
@@ -208,3 +213,17 @@ def session_anomaly_template() -> str:
     appeared) and `reason`: the /24 or /64 network the session was in use from until then.
     """
     return event_payload(EventType.SESSION_ANOMALY)
+
+
+def refresh_token_reused(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
+    """A rotated refresh token came back: someone holds a copy. Its session is ended with it."""
+    append(
+        event_payload(
+            EventType.REFRESH_TOKEN_REUSED,
+            user_id=user_id,
+            sid=sid,
+            ip=ip,
+            user_agent=user_agent,
+            reason=str(EndReason.REFRESH_REUSE),
+        )
+    )

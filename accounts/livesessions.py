@@ -2,12 +2,14 @@
 
 Layout (all keys under the configured prefix, see sessionhub.rediskeys):
 
-* ``s:<sid>``         hash — u (user id), st (started), la (last active), n (API calls),
-                      ip, ua, h:<hour epoch> (calls in that hour), end, why (end reason)
+* ``s:<sid>``         hash — u (user id, set once: a session belongs to one user), st
+                      (started), la (last active), n (API calls), ip, ua,
+                      h:<hour epoch> (calls in that hour), end, why (end reason)
 * ``idx:last``        sorted set of live sids by last activity — ZCOUNT gives active sessions
 * ``idx:started``     sorted set of live sids by start — the absolute-timeout job reads it
 * ``idx:ended``       sorted set of recently ended sids by end time — every process reloads it
-* ``u:<user id>``     set of the user's live sids
+* ``u:<user id>``     set of the user's live sids (at most SESSION_LIMIT_PER_USER: a login
+                      beyond it ends the oldest, in the same script)
 * ``dirty``           set of sids changed since the last sync
 * ``events``          the event stream (bounded)
 
@@ -16,6 +18,7 @@ Multi-key scripts build some key names inside Lua; on Redis Cluster the keys wou
 hash tag (see README, "Scaling").
 """
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,11 +35,24 @@ from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
 DURATION_BUCKETS = (60, 300, 900, 3600, 86400)
 
 LUA_DIR = Path(__file__).parent / "lua"
+# Scripts that end sessions share one definition of how (end_session.lua), put in front of them.
+INCLUDES = {"session_end": ("end_session",), "session_start": ("end_session",)}
+SID_TIME_DIGITS = 11
+_SID_TIME = re.compile(rf"[0-9a-f]{{{SID_TIME_DIGITS}}}")
+
+
+class SessionIdTaken(Exception):
+    """A new session's id already belongs to another user's session (never in practice)."""
+
+
+def script_source(name: str) -> str:
+    parts = [*INCLUDES.get(name, ()), name]
+    return "\n".join((LUA_DIR / f"{part}.lua").read_text() for part in parts)
 
 
 @cache
 def _script(name: str, client):
-    return client.register_script((LUA_DIR / f"{name}.lua").read_text())
+    return client.register_script(script_source(name))
 
 
 def script(name: str):
@@ -48,7 +64,18 @@ def new_sid() -> str:
     """Unguessable, and ordered by creation time: 11 hex digits of milliseconds, then 16 random
     ones. Ordered ids land at the right edge of the audit table's primary-key index, so the
     sync's inserts touch a few index pages instead of a random page per session."""
-    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"
+    return f"{now_ms():0{SID_TIME_DIGITS}x}{secrets.token_hex(8)}"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: the clock session ids carry their creation time in."""
+    return time.time_ns() // 1_000_000
+
+
+def sid_created_ms(sid: str) -> int:
+    """When a session was created, from its id (0 for an id of another form: oldest of all)."""
+    head = sid[:SID_TIME_DIGITS]
+    return int(head, 16) if _SID_TIME.fullmatch(head) else 0
 
 
 def hour_of(ts: float) -> int:
@@ -105,6 +132,10 @@ def start_args(
         sid=sid,
         occurred_at=started_at,
     )
+    conf = get_settings()
+    limit_event = event_payload(
+        END_EVENT_TYPE[EndReason.SESSION_LIMIT], reason=str(EndReason.SESSION_LIMIT)
+    )
     script_keys = [
         keys.session(sid),
         keys.active_index(),
@@ -113,6 +144,8 @@ def start_args(
         keys.dirty(),
         keys.events(),
         keys.stats(),
+        keys.ended_index(),
+        keys.duration_histogram(),
     ]
     args = [
         sid,
@@ -120,15 +153,25 @@ def start_args(
         repr(started_at),
         ip,
         user_agent,
-        get_settings().EVENT_STREAM_MAXLEN,
+        conf.EVENT_STREAM_MAXLEN,
         event,
+        conf.SESSION_LIMIT_PER_USER,
+        keys.session_prefix(),
+        keys.user_sessions(""),
+        keys.revocations_channel(),
+        limit_event,
+        *DURATION_BUCKETS,
     ]
     return script_keys, args
 
 
-def start(**kwargs) -> None:
+def start(**kwargs) -> list[str]:
+    """Open a session; returns the sids of the user's oldest sessions the limit ended."""
     script_keys, args = start_args(**kwargs)
-    script("session_start")(keys=script_keys, args=args)
+    opened, evicted = script("session_start")(keys=script_keys, args=args)
+    if not opened:
+        raise SessionIdTaken(kwargs["sid"])
+    return [sid.decode() for sid in evicted]
 
 
 def end(

@@ -3,12 +3,16 @@
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from sessionhub import clock
 from sessionhub.conf import get_settings
@@ -17,7 +21,7 @@ from sessionhub.rediskeys import keys
 
 from . import events, livesessions, throttling
 from .events import EndReason, FailureReason
-from .models import User
+from .models import SessionEndRequest, User
 from .tracking import tracker
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,22 @@ class LoginThrottled(Exception):
 
 class SessionEnded(Exception):
     pass
+
+
+class ForeignSession(InvalidToken):
+    """The token's session belongs to another user."""
+
+    default_detail = "Token does not belong to its session."
+    default_code = "token_not_valid"
+
+
+class _UnclaimedRefreshToken(RefreshToken):
+    """A refresh token checked for signature, expiry and type, but not yet against the
+    blacklist: the rotation claims it atomically instead (simplejwt checks the blacklist and
+    writes it in two steps, so two concurrent refreshes could both pass)."""
+
+    def check_blacklist(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -129,7 +149,8 @@ def login(*, username: str, password: str, ip: str, user_agent: str) -> TokenPai
         "user_agent": user_agent,
     }
     try:
-        livesessions.start(**session, username=user.get_username())
+        for evicted in livesessions.start(**session, username=user.get_username()):
+            tracker.mark_ended(evicted)  # the others hear it by pub/sub
     except REDIS_UNAVAILABLE:
         # Login keeps working: the session is opened in Redis by the first flush that gets there.
         login_event = events.login_payload(
@@ -162,8 +183,11 @@ def admin_login(*, username: str, password: str, ip: str, user_agent: str) -> Us
     return user
 
 
-def _session_check(*, sid: str, started: float, now: float) -> livesessions.LiveSession | None:
-    """Refuse a refresh/verify for a session that has ended, timing it out if it is due.
+def _session_check(
+    *, sid: str, user_id: int | None, started: float, now: float
+) -> livesessions.LiveSession | None:
+    """Refuse a refresh/verify for a session that has ended, timing it out if it is due, or
+    that belongs to another user than the token's.
 
     Returns the live session as Redis has it (None when Redis is away or does not know it).
     """
@@ -179,6 +203,8 @@ def _session_check(*, sid: str, started: float, now: float) -> livesessions.Live
     except REDIS_UNAVAILABLE:
         logger.warning("session check skipped: redis unavailable")
         return None
+    if session is not None and user_id is not None and session.user_id != user_id:
+        raise ForeignSession
     if ended_recently or (session is not None and session.is_ended):
         raise SessionEnded
     if session is not None and now - session.last_active >= conf.IDLE_TIMEOUT:
@@ -190,9 +216,11 @@ def _session_check(*, sid: str, started: float, now: float) -> livesessions.Live
     return session
 
 
-def _refresh_claims(raw: str) -> tuple[RefreshToken, str, int, int]:
+def _refresh_claims(
+    raw: str, token_class: type[RefreshToken] = RefreshToken
+) -> tuple[RefreshToken, str, int, int]:
     try:
-        refresh = RefreshToken(raw)  # signature, expiry, type and blacklist
+        refresh = token_class(raw)  # signature, expiry, type (and the blacklist, by default)
     except TokenError as exc:
         raise InvalidToken(str(exc)) from exc
     sid, user_id, started = refresh.get("sid"), refresh.get("user_id"), refresh.get("sst")
@@ -201,24 +229,65 @@ def _refresh_claims(raw: str) -> tuple[RefreshToken, str, int, int]:
     return refresh, sid, user_id, started
 
 
+def _claim(refresh: RefreshToken, raw: str, user_id: int) -> bool:
+    """Blacklist the refresh token; False if it was already: exactly one caller wins.
+
+    The unique blacklist row arbitrates: a concurrent claim waits for the winner's commit,
+    then fails.
+    """
+    outstanding, _ = OutstandingToken.objects.get_or_create(
+        jti=refresh["jti"],
+        defaults={
+            "user_id": user_id,
+            "created_at": datetime_from_epoch(refresh["iat"]),
+            "token": raw,
+            "expires_at": datetime_from_epoch(refresh["exp"]),
+        },
+    )
+    try:
+        with transaction.atomic():
+            BlacklistedToken.objects.create(token=outstanding)
+    except IntegrityError:
+        return False
+    return True
+
+
 def token_refresh(*, raw_refresh: str, ip: str, user_agent: str) -> TokenPair:
-    """Rotate a refresh token within the same session (same sid); the old one is blacklisted."""
-    refresh, sid, user_id, started = _refresh_claims(raw_refresh)
+    """Rotate a refresh token within the same session (same sid); the old one is blacklisted.
+
+    Rotation is atomic: of concurrent refreshes with one token, exactly one gets a new pair. A
+    token that was already rotated coming back means two parties hold it (the client and a
+    thief, who cannot be told apart): the session ends — with it the pair issued at the
+    rotation — and a security event says so. The end is recorded in PostgreSQL with the
+    rotation's outcome, so it holds even while Redis is away.
+    """
+    refresh, sid, user_id, started = _refresh_claims(raw_refresh, _UnclaimedRefreshToken)
     now = clock.now()
-    session = _session_check(sid=sid, started=started, now=now)
+    if session_end_requested(user_id=user_id, sid=sid):
+        raise SessionEnded
+    session = _session_check(sid=sid, user_id=user_id, started=started, now=now)
     if not User.objects.filter(pk=user_id, is_active=True).exists():
         tracker.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now)
         raise SessionEnded
-    refresh.blacklist()
-    refresh.set_jti()
-    refresh.set_exp()
-    refresh.set_iat()
-    if session is not None:
-        # The new access token carries the session's latest activity: web processes judge
-        # idleness from it without asking Redis.
-        refresh["sla"] = int(session.last_active)
-    _cap_expiry(refresh, started)
-    refresh.outstand()
+    with transaction.atomic():
+        claimed = _claim(refresh, raw_refresh, user_id)
+        if claimed:
+            refresh.set_jti()
+            refresh.set_exp()
+            refresh.set_iat()
+            if session is not None:
+                # The new access token carries the session's latest activity: web processes
+                # judge idleness from it without asking Redis.
+                refresh["sla"] = int(session.last_active)
+            _cap_expiry(refresh, started)
+            refresh.outstand()
+        else:
+            session_end_request_record(user_id=user_id, sid=sid, reason=EndReason.REFRESH_REUSE)
+    if not claimed:
+        tracker.mark_ended(sid)
+        session_ends_apply(user_id=user_id)
+        events.refresh_token_reused(user_id=user_id, sid=sid, ip=ip, user_agent=user_agent)
+        raise SessionEnded
     events.token_refreshed(user_id=user_id, sid=sid, ip=ip, user_agent=user_agent)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh), sid=sid)
 
@@ -234,15 +303,27 @@ def token_verify(*, raw_token: str) -> None:
             RefreshToken(raw_token)  # also checks the blacklist
         except TokenError as exc:
             raise InvalidToken(str(exc)) from exc
-    sid, started = token.get("sid"), token.get("sst")
-    if not isinstance(sid, str) or not isinstance(started, int | float):
+    sid, user_id, started = token.get("sid"), token.get("user_id"), token.get("sst")
+    if (
+        not isinstance(sid, str)
+        or not isinstance(user_id, int)
+        or not isinstance(started, int | float)
+    ):
         raise InvalidToken("Token has no session.")
-    _session_check(sid=sid, started=started, now=clock.now())
+    if session_end_requested(user_id=user_id, sid=sid):
+        raise SessionEnded
+    _session_check(sid=sid, user_id=user_id, started=started, now=clock.now())
 
 
 def logout(*, raw_refresh: str) -> None:
     """Blacklist the refresh token and end its session: the access token dies at once too."""
-    refresh, sid, _, _ = _refresh_claims(raw_refresh)
+    refresh, sid, user_id, _ = _refresh_claims(raw_refresh)
+    try:
+        session = livesessions.get(sid)
+    except REDIS_UNAVAILABLE:
+        session = None  # the end is deferred by the tracker; the blacklist holds meanwhile
+    if session is not None and session.user_id != user_id:
+        raise ForeignSession
     refresh.blacklist()
     tracker.end(sid=sid, reason=EndReason.LOGOUT, ended_at=clock.now())
 
@@ -268,12 +349,11 @@ def sessions_revoke_others(*, user_id: int, current_sid: str) -> int:
 
 
 def sessions_end_for_user(*, user_id: int, reason: EndReason, actor_id: int | None = None) -> int:
-    try:
-        sids = livesessions.user_sids(user_id)
-    except REDIS_UNAVAILABLE:
-        logger.error("could not end the sessions of a user: redis unavailable")
-        return 0
-    return sum(session_end(sid=sid, reason=reason, actor_id=actor_id) for sid in sids)
+    """End every session of a user (admin action). Recorded first, so it holds even while
+    Redis is away: applied there now, or by the beat job once Redis answers. Returns the
+    number of sessions ended now."""
+    session_end_request_record(user_id=user_id, reason=reason, actor_id=actor_id)
+    return session_ends_apply(user_id=user_id)
 
 
 def sessions_end_all(*, actor_id: int | None = None, batch: int = 500) -> int:
@@ -345,13 +425,162 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
     return counts
 
 
-def user_security_changed(*, user_id: int, password_changed: bool, deactivated: bool) -> int:
-    """A password change or a deactivation ends every session of the user."""
-    if deactivated:
-        return sessions_end_for_user(user_id=user_id, reason=EndReason.USER_DISABLED)
-    if password_changed:
-        return sessions_end_for_user(user_id=user_id, reason=EndReason.PASSWORD_CHANGED)
-    return 0
+# --- ends recorded in PostgreSQL (the outbox) ----------------------------------------------
+
+
+def session_end_request_record(
+    *, user_id: int, reason: EndReason, sid: str = "", actor_id: int | None = None
+) -> SessionEndRequest:
+    """Record that sessions must end, in the caller's transaction: one session (`sid`), or
+    every session of the user opened up to now."""
+    return SessionEndRequest.objects.create(
+        user_id=user_id,
+        sid=sid,
+        reason=reason,
+        actor_id=actor_id,
+        requested_at=_wall_datetime(livesessions.now_ms()),
+    )
+
+
+def session_end_requested(*, user_id: int, sid: str) -> bool:
+    """Whether an end recorded in PostgreSQL names this session (applied in Redis or not)."""
+    created = _wall_datetime(livesessions.sid_created_ms(sid))
+    return (
+        SessionEndRequest.objects.filter(user_id=user_id)
+        .filter(Q(sid=sid) | Q(sid="", requested_at__gte=created))
+        .exists()
+    )
+
+
+def session_ends_apply_after_commit(*, user_id: int) -> None:
+    transaction.on_commit(lambda: session_ends_apply(user_id=user_id))
+
+
+def session_ends_apply(*, user_id: int | None = None, batch: int = 1000, batches: int = 20) -> int:
+    """Apply recorded ends in Redis; returns the number of sessions ended.
+
+    Pending ends first, then, for an access-token lifetime, those applied already: a web
+    process may bring into Redis a session it opened or rebuilt during an outage, after the
+    first pass. (Ends for deactivated and deleted users are left to `sessions_reconcile`,
+    which finds such sessions whatever their origin.) Redis away: the ends stay pending and
+    the next run tries again. Exactly once per session, so runs may overlap. Records older than
+    the absolute timeout are dropped: no session they name can still be alive.
+    """
+    now_ms = livesessions.now_ms()
+    conf = get_settings()
+    SessionEndRequest.objects.filter(
+        requested_at__lt=_wall_datetime(now_ms - (conf.ABSOLUTE_TIMEOUT + 60) * 1000)
+    ).delete()
+    access_lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
+    recent = _wall_datetime(now_ms - int((access_lifetime + 120) * 1000))
+    scopes = [
+        Q(applied_at__isnull=True),
+        Q(applied_at__isnull=False, requested_at__gte=recent) & ~Q(reason=EndReason.USER_DISABLED),
+    ]
+    ended = 0
+    for scope in scopes:
+        rows = SessionEndRequest.objects.filter(scope)
+        if user_id is not None:
+            rows = rows.filter(user_id=user_id)
+        after = 0
+        for _ in range(batches):
+            chunk = list(rows.filter(id__gt=after).order_by("id")[:batch])
+            if not chunk:
+                break
+            try:
+                ended += _session_ends_apply_chunk(chunk)
+            except REDIS_UNAVAILABLE:
+                logger.warning("recorded session ends wait for redis")
+                return ended
+            pending = [row.id for row in chunk if row.applied_at is None]
+            if pending:
+                SessionEndRequest.objects.filter(id__in=pending).update(
+                    applied_at=_wall_datetime(now_ms)
+                )
+            after = chunk[-1].id
+    return ended
+
+
+def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:
+    client = get_redis()
+    per_user = [row for row in rows if not row.sid]
+    pipe = client.pipeline(transaction=False)
+    for row in per_user:
+        pipe.smembers(keys.user_sessions(row.user_id))
+    members = dict(zip((row.id for row in per_user), pipe.execute(), strict=True))
+    targets: dict[str, SessionEndRequest] = {}  # the first request naming a session wins
+    for row in rows:
+        if row.sid:
+            targets.setdefault(row.sid, row)
+            continue
+        before_ms = int(row.requested_at.timestamp() * 1000)
+        for member in sorted(members[row.id]):
+            sid = member.decode()
+            if livesessions.sid_created_ms(sid) <= before_ms:
+                targets.setdefault(sid, row)
+    if not targets:
+        return 0
+    now = clock.now()
+    pipe = client.pipeline(transaction=False)
+    for sid, row in targets.items():
+        livesessions.end(
+            sid=sid, reason=EndReason(row.reason), ended_at=now, actor_id=row.actor_id, client=pipe
+        )
+    results = pipe.execute()
+    for sid, result in zip(targets, results, strict=True):
+        if result in (0, 1):
+            tracker.mark_ended(sid)
+    return sum(1 for result in results if result == 1)
+
+
+def _wall_datetime(ms: int) -> datetime:
+    """Milliseconds of the clock session ids are made with, as a datetime."""
+    return clock.to_datetime(ms / 1000)
+
+
+def sessions_reconcile(*, batch: int = 1000) -> int:
+    """End the live sessions of users that are inactive or no longer exist; returns how many.
+
+    Every path that disables or removes a user is recorded when it happens (see User), but a
+    session can still reach Redis afterwards — opened by a web process during a Redis outage
+    and flushed later, or rebuilt from a token after Redis lost its data. This walks every live
+    session by rank in the start index (no KEYS, no SCAN), a batch at a time: one script call
+    for the batch's sids and users, one query for which of those users are active.
+    """
+    client = get_redis()
+    owners_of = livesessions.script("session_owners")
+    ended, offset = 0, 0
+    while True:
+        flat = owners_of(
+            keys=[keys.started_index()], args=[keys.session_prefix(), offset, batch], client=client
+        )
+        if not flat:
+            return ended
+        sids = [sid.decode() for sid in flat[::2]]
+        owners = [int(owner) if owner else None for owner in flat[1::2]]
+        known = sorted({owner for owner in owners if owner is not None})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM accounts_user WHERE id = ANY(%s) AND is_active", [known])
+            active = {row[0] for row in cursor.fetchall()}
+        doomed = [
+            sid
+            for sid, owner in zip(sids, owners, strict=True)
+            if owner is not None and owner not in active
+        ]
+        removed = 0
+        if doomed:
+            now = clock.now()
+            pipe = client.pipeline(transaction=False)
+            for sid in doomed:
+                livesessions.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, client=pipe)
+            for sid, result in zip(doomed, pipe.execute(), strict=True):
+                if result == 1:
+                    tracker.mark_ended(sid)
+                    removed += 1
+            ended += removed
+        offset += len(sids) - removed  # ended sessions left the index: the ranks moved down
+        if len(sids) < batch:
+            return ended
 
 
 # --- lock-outs -----------------------------------------------------------------------------

@@ -130,15 +130,18 @@ class Tracker:
     def _reset_state(self) -> None:
         self._process_id = uuid.uuid4().hex
         self._sequence = 0
-        # Per (session, hour, client ip, user agent): a second client of one session keeps an
-        # entry of its own, so the flush script sees both fingerprints.
-        self._pending: dict[tuple[str, int, str, str], _Pending] = {}
+        # Per (session, user id, hour, client ip, user agent): a token naming another user's
+        # session is counted apart, so that the flush can refuse it without touching the
+        # owner's counts; a second client of one session keeps an entry of its own, so the
+        # flush script sees both fingerprints.
+        self._pending: dict[tuple[str, int, int, str, str], _Pending] = {}
         self._stats: Counter[str] = Counter()
         self._deferred_events: deque[str] = deque()
         self._deferred_ends: list[tuple] = []
         self._inflight: _Batch | None = None
         self._last_seen: dict[str, float] = {}
         self._ended: dict[str, float] = {}
+        self._foreign: dict[tuple[str, int], float] = {}  # (sid, another user's id) → until
         self._redis_retry_at = 0.0
         self._next_prune = 0.0
         self._to_end: list[str] = []
@@ -215,7 +218,7 @@ class Tracker:
         self.ensure_started()
         conf = get_settings()
         now = clock.now()
-        if sid in self._ended:
+        if sid in self._ended or (self._foreign and (sid, user_id) in self._foreign):
             return Verdict.ENDED
         if now - started_at >= conf.ABSOLUTE_TIMEOUT:
             self.end(
@@ -262,7 +265,7 @@ class Tracker:
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
         hour = livesessions.hour_of(now)
         with self._lock:
-            key = (sid, hour, ip, user_agent)
+            key = (sid, user_id, hour, ip, user_agent)
             entry = self._pending.get(key)
             if entry is None:
                 if len(self._pending) >= MAX_PENDING_SESSIONS:
@@ -380,7 +383,7 @@ class Tracker:
         """Login while Redis is away: the session is opened by the next flush that gets through."""
         with self._lock:
             self._pending.setdefault(
-                (sid, livesessions.hour_of(started_at), ip, user_agent),
+                (sid, user_id, livesessions.hour_of(started_at), ip, user_agent),
                 _Pending(user_id, started_at, ip, user_agent, calls=0, last=started_at),
             )
             self._deferred_events.append(login_event)
@@ -416,7 +419,7 @@ class Tracker:
                 return None
             entries = [
                 (sid, p.user_id, p.started_at, p.ip, p.user_agent, hour, p.calls, p.last)
-                for (sid, hour, _, _), p in self._pending.items()
+                for (sid, _, hour, _, _), p in self._pending.items()
             ]
             self._sequence += 1
             batch = _Batch(
@@ -504,11 +507,16 @@ class Tracker:
         except REDIS_UNAVAILABLE:
             self._redis_failed(now, "flush")
             return False
+        reply = results[0]
+        # {total, [sid, uid, …] of foreign tokens, [sid, …] used from two places at once};
+        # {-1} for a batch already applied.
+        foreign, anomalies = reply[1:3] if isinstance(reply, list) and len(reply) == 3 else ([], [])
+        if foreign:
+            self._refuse_foreign(foreign)
         errors = [result for result in results if isinstance(result, Exception)]
         if errors:
             # A script error is a bug, not an outage: retrying would repeat it forever.
             logger.error("session tracking: flush batch rejected by redis: %r", errors[0])
-        anomalies = results[0][1:] if isinstance(results[0], list) else []
         with self._lock:
             self._inflight = None
             if anomalies and conf.ANOMALY_ACTION == "end":
@@ -522,6 +530,13 @@ class Tracker:
             sids, self._to_end = self._to_end, []
         for sid in sids:
             self.end(sid=sid, reason=EndReason.ANOMALY, ended_at=clock.now())
+
+    def _refuse_foreign(self, flat: list) -> None:
+        """Tokens that name another user's session (reported by the flush) are refused."""
+        until = clock.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
+        with self._lock:
+            for sid, uid in zip(flat[::2], flat[1::2], strict=True):
+                self._foreign[(sid.decode(), int(uid))] = until
 
     def _flush_loop(self, stop: threading.Event) -> None:
         interval = get_settings().TRACKING_FLUSH_INTERVAL
@@ -537,6 +552,8 @@ class Tracker:
         with self._lock:
             for sid in [sid for sid, until in self._ended.items() if until < now]:
                 del self._ended[sid]
+            for pair in [pair for pair, until in self._foreign.items() if until < now]:
+                del self._foreign[pair]
             if len(self._last_seen) > MAX_LAST_SEEN or now >= self._next_prune:
                 self._last_seen = {s: t for s, t in self._last_seen.items() if now - t < idle}
                 self._next_prune = now + 60

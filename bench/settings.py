@@ -37,7 +37,8 @@ REDIS_URL = _with_redis_db(env.str("REDIS_URL", default="redis://127.0.0.1:6379/
 CACHES = {"default": {**CACHES["default"], "LOCATION": REDIS_URL}}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
-SESSIONHUB = {**SESSIONHUB, "REDIS_KEY_PREFIX": BENCH_REDIS_PREFIX}
+# No per-user session limit: bench_sizes opens its 100k sessions for one user.
+SESSIONHUB = {**SESSIONHUB, "REDIS_KEY_PREFIX": BENCH_REDIS_PREFIX, "SESSION_LIMIT_PER_USER": 0}
 
 # Tokens are issued just before each case; a long lifetime keeps a long run from outliving them.
 SIMPLE_JWT = {**SIMPLE_JWT, "ACCESS_TOKEN_LIFETIME": timedelta(hours=2)}

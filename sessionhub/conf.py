@@ -27,6 +27,8 @@ class SessionhubSettings:
     TRACKING_FLUSH_INTERVAL: float
     ENDED_RELOAD_SECONDS: float
     ENDED_SESSION_KEEP_SECONDS: int
+    SESSION_LIMIT_PER_USER: int
+    SESSION_LIST_PAGE_SIZE: int
     EVENT_STREAM_MAXLEN: int
     LOGIN_FAILURE_LIMIT: int
     LOGIN_IP_USERNAME_LIMIT: int
@@ -70,6 +72,12 @@ def _build(raw: dict) -> SessionhubSettings:
     conf = SessionhubSettings(**values)
     if conf.ACTIVE_WINDOW >= conf.RECENT_WINDOW:
         raise ImproperlyConfigured("SESSIONHUB ACTIVE_WINDOW must be shorter than RECENT_WINDOW.")
+    if conf.SESSION_LIMIT_PER_USER < 0:
+        raise ImproperlyConfigured(
+            "SESSIONHUB SESSION_LIMIT_PER_USER must be 0 (no limit) or more."
+        )
+    if not 1 <= conf.SESSION_LIST_PAGE_SIZE <= 1000:
+        raise ImproperlyConfigured("SESSIONHUB SESSION_LIST_PAGE_SIZE must be from 1 to 1000.")
     if conf.IDLE_TIMEOUT > conf.ABSOLUTE_TIMEOUT:
         raise ImproperlyConfigured("SESSIONHUB IDLE_TIMEOUT must not exceed ABSOLUTE_TIMEOUT.")
     if conf.ANOMALY_ACTION not in ANOMALY_ACTIONS:

@@ -1,6 +1,8 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, Throttled
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -8,6 +10,7 @@ from rest_framework.views import APIView
 from accounts import selectors, services, throttling
 from accounts.api import serializers
 from accounts.clientip import client_of
+from sessionhub.conf import get_settings
 from sessionhub.redis import REDIS_UNAVAILABLE
 
 
@@ -124,15 +127,29 @@ class MeView(APIView):
         return Response(data)
 
 
-class SessionListView(APIView):
+class SessionPagination(LimitOffsetPagination):
+    """`?limit=&offset=`; the default page size is SESSION_LIST_PAGE_SIZE."""
+
+    max_limit = 1000
+
+    @property
+    def default_limit(self) -> int:
+        return get_settings().SESSION_LIST_PAGE_SIZE
+
+
+class SessionListView(GenericAPIView):
     permission_classes = [IsAuthenticated]
+    serializer_class = serializers.LiveSessionSerializer
+    pagination_class = SessionPagination
 
     @extend_schema(
-        responses=serializers.LiveSessionSerializer(many=True), summary="The caller's live sessions"
+        responses=serializers.LiveSessionSerializer(many=True),
+        summary="The caller's live sessions, most recently active first (paginated)",
     )
     def get(self, request):
         views = selectors.sessions_for_user(user_id=request.user.id, current_sid=request.user.sid)
-        return Response(serializers.LiveSessionSerializer(views, many=True).data)
+        page = self.paginate_queryset(views)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 class SessionRevokeOthersView(APIView):

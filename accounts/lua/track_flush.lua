@@ -19,7 +19,8 @@
 --       9 values per entry: sid, user id, started_at, ip, user agent, hour, calls,
 --       last_active, fingerprint ('<network> <user-agent digest>', '' when the IP is unknown);
 --       2 per counter: name, increment; 1 per event: its JSON
--- Returns {calls counted, sids of the sessions found used from two places at once...}.
+-- Returns {calls counted, {sid, user id, …} of entries naming another user's session,
+--          {sids of the sessions found used from two places at once}}.
 local sequence = tonumber(ARGV[3])
 local applied = tonumber(redis.call('GET', KEYS[6]) or '-1')
 if sequence <= applied then return {-1} end
@@ -28,7 +29,7 @@ redis.call('SET', KEYS[6], ARGV[3], 'EX', ARGV[4])
 local prefix, uprefix = ARGV[1], ARGV[2]
 local window = tonumber(ARGV[9])
 local total = 0
-local anomalies = {}
+local anomalies, foreign = {}, {}
 local i = 11
 for _ = 1, tonumber(ARGV[6]) do
   local sid, uid, st, ip, ua = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -38,17 +39,27 @@ for _ = 1, tonumber(ARGV[6]) do
   local key = prefix .. sid
   -- Seven cheap calls per session in the usual case: Redis runs this for every flush of every
   -- web process, on the same cores as they do.
-  if redis.call('HSETNX', key, 'u', uid) == 1 then
+  local owner = redis.call('HGET', key, 'u')
+  local mine = not owner or owner == uid
+  if not mine then
+    -- A session belongs to the user that opened it: a token naming another user's session
+    -- counts nothing and is reported, so that its web process refuses it from then on.
+    foreign[#foreign + 1] = sid
+    foreign[#foreign + 1] = uid
+    calls = 0
+  elseif not owner then
     local time = redis.call('TIME')
     local generation = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
-    redis.call('HSET', key, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua, 'g', generation)
+    redis.call('HSET', key, 'u', uid, 'st', st, 'la', st, 'n', 0, 'ip', ip, 'ua', ua,
+               'g', generation)
     redis.call('ZADD', KEYS[2], 'NX', st, sid)
     redis.call('ZADD', KEYS[1], 'GT', st, sid)
     redis.call('SADD', uprefix .. uid, sid)
     redis.call('HINCRBY', KEYS[4], 'sessions_rebuilt', 1)
   end
-  -- The usual case is one HGET: the same client as last time.
-  if fp ~= '' then
+  -- The usual case is one HGET: the same client as last time. (A foreign token's client says
+  -- nothing about the session's own: it is not compared.)
+  if mine and fp ~= '' then
     local seen = redis.call('HGET', key, 'fp')
     if seen ~= fp then
       if seen then
@@ -85,7 +96,9 @@ for _ = 1, tonumber(ARGV[6]) do
     -- XX: an ended session has left the index and must not come back.
     redis.call('ZADD', KEYS[1], 'XX', 'GT', last, sid)
   end
-  redis.call('SADD', KEYS[3], sid)
+  if mine then
+    redis.call('SADD', KEYS[3], sid)
+  end
   total = total + calls
 end
 if total > 0 then
@@ -99,4 +112,4 @@ for _ = 1, tonumber(ARGV[8]) do
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[i])
   i = i + 1
 end
-return {total, unpack(anomalies)}
+return {total, foreign, anomalies}

@@ -109,7 +109,7 @@ def test_expiry_job_ends_abandoned_sessions_with_the_right_reason(
 def test_revoking_one_session_kills_its_access_token_at_once(api_client, user, password):
     phone = login(api_client, user.username, password).json()
     laptop = login(api_client, user.username, password).json()
-    listed = api_client.get("/api/sessions/", **bearer(laptop["access"])).json()
+    listed = api_client.get("/api/sessions/", **bearer(laptop["access"])).json()["results"]
     assert {row["sid"] for row in listed} == {sid_of(phone["access"]), sid_of(laptop["access"])}
     assert [row["current"] for row in listed if row["sid"] == sid_of(laptop["access"])] == [True]
     response = api_client.delete(

@@ -181,6 +181,8 @@ SESSIONHUB = {
     "TRACKING_FLUSH_INTERVAL": env.float("TRACKING_FLUSH_INTERVAL", default=0.1),
     "ENDED_RELOAD_SECONDS": env.float("ENDED_RELOAD_SECONDS", default=30.0),
     "ENDED_SESSION_KEEP_SECONDS": env.int("ENDED_SESSION_KEEP_SECONDS", default=24 * 3600),
+    "SESSION_LIMIT_PER_USER": env.int("SESSION_LIMIT_PER_USER", default=50),
+    "SESSION_LIST_PAGE_SIZE": env.int("SESSION_LIST_PAGE_SIZE", default=20),
     "EVENT_STREAM_MAXLEN": env.int("EVENT_STREAM_MAXLEN", default=1_000_000),
     "LOGIN_FAILURE_LIMIT": env.int("LOGIN_FAILURE_LIMIT", default=5),
     "LOGIN_IP_USERNAME_LIMIT": env.int("LOGIN_IP_USERNAME_LIMIT", default=20),
@@ -240,6 +242,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.flush_expired_tokens",
         "schedule": 6 * 3600,
         "options": {"expires": 3600},
+    },
+    # Ends recorded in PostgreSQL (password change, deactivation, deletion, an admin's "end
+    # sessions", a reused refresh token) reach Redis here when they could not at once.
+    "session-ends-apply": {
+        "task": "accounts.tasks.session_ends_apply",
+        "schedule": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),
+        "options": {"expires": env.float("SESSION_END_APPLY_INTERVAL", default=5.0)},
+    },
+    "sessions-reconcile": {
+        "task": "accounts.tasks.sessions_reconcile",
+        "schedule": env.float("SESSION_RECONCILE_INTERVAL", default=300.0),
+        "options": {"expires": 300},
     },
     "sessions-expire": {
         "task": "accounts.tasks.sessions_expire",
