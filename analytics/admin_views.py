@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from accounts import services as account_services
@@ -153,9 +154,20 @@ def _live_sessions_action(request):
         messages.error(request, "Unknown action.")
         return HttpResponseRedirect(request.get_full_path())
     messages.success(request, f"Ended {ended} session{'s' if ended != 1 else ''}.")
-    return HttpResponseRedirect(
-        request.POST.get("next") or reverse("admin:analytics_live_sessions")
-    )
+    return HttpResponseRedirect(_same_site(request, request.POST.get("next")))
+
+
+def _same_site(request, url: str | None) -> str:
+    """`next` when it stays on this site (same host, no scheme change), else the live sessions.
+
+    A form field is attacker-controlled: followed blindly, a crafted link to the admin ends
+    on a phishing page that looks like the next step (an open redirect).
+    """
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return reverse("admin:analytics_live_sessions")
 
 
 def live_sessions_csv(request):
