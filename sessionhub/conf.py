@@ -37,6 +37,8 @@ class SessionhubSettings:
     AUDIT_IP_ANONYMIZE: bool
     METRICS_TOKEN: str
     METRICS_ALLOWED_IPS: str
+    ADMIN_SESSION_IDLE_TIMEOUT: int
+    ADMIN_SESSION_ABSOLUTE_TIMEOUT: int
 
 
 def _build(raw: dict) -> SessionhubSettings:
@@ -63,6 +65,11 @@ def _build(raw: dict) -> SessionhubSettings:
         raise ImproperlyConfigured("SESSIONHUB ACTIVE_WINDOW must be shorter than RECENT_WINDOW.")
     if conf.IDLE_TIMEOUT > conf.ABSOLUTE_TIMEOUT:
         raise ImproperlyConfigured("SESSIONHUB IDLE_TIMEOUT must not exceed ABSOLUTE_TIMEOUT.")
+    if not 0 < conf.ADMIN_SESSION_IDLE_TIMEOUT <= conf.ADMIN_SESSION_ABSOLUTE_TIMEOUT:
+        raise ImproperlyConfigured(
+            "ADMIN_SESSION_IDLE_TIMEOUT must be positive and not exceed "
+            "ADMIN_SESSION_ABSOLUTE_TIMEOUT."
+        )
     return conf
 
 

@@ -48,6 +48,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "sessionhub.admin_session.AdminSessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -193,7 +194,13 @@ SESSIONHUB = {
     "AUDIT_IP_ANONYMIZE": env.bool("AUDIT_IP_ANONYMIZE", default=False),
     "METRICS_TOKEN": env.str("METRICS_TOKEN", default=""),
     "METRICS_ALLOWED_IPS": env.str("METRICS_ALLOWED_IPS", default=""),
+    # The admin's cookie session (sessionhub.admin_session), ASVS 3.3.2 level 2 by default.
+    "ADMIN_SESSION_IDLE_TIMEOUT": env.int("ADMIN_SESSION_IDLE_TIMEOUT", default=30 * 60),
+    "ADMIN_SESSION_ABSOLUTE_TIMEOUT": env.int("ADMIN_SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600),
 }
+# The browser and the session table forget an admin session by its absolute bound at the
+# latest (Django's default is two weeks).
+SESSION_COOKIE_AGE = SESSIONHUB["ADMIN_SESSION_ABSOLUTE_TIMEOUT"]
 
 # Celery: broker and results on Redis, JSON only, every task bounded in time.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
