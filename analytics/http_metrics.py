@@ -3,8 +3,9 @@
 As shipped, the per-view families multiply every named URL (the admin alone has six per model)
 by every method and, for the latency histogram, by 17 buckets; that histogram even labels the
 raw method string, so each made-up method a client sends adds 19 series for good, and the
-template family labels the admin's list of candidate templates as Python text. A tour of the
-admin made /metrics 105 KB; every URL with every method, 1.8 MB.
+template family labels the admin's list of candidate templates as Python text. One pass over
+every URL of the URLconf with every method made /metrics 2 MB and 16,000 series; with the
+relabelling below, 72 KB and 600 (analytics/tests/test_metrics_bounded.py).
 
 Here, in every family labelled by view:
 
