@@ -92,8 +92,8 @@ class BoundedPrometheusAfterMiddleware(PrometheusAfterMiddleware):
             self.metrics.requests_by_view_transport_method,
             request,
             response,
-            view=UNNAMED,
+            view=view_label(request),
             transport=self._transport(request),
-            method=OTHER,
+            method=method_label(request),
         ).inc()
         return super().process_response(request, response)
