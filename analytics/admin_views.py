@@ -2,15 +2,15 @@
 security, one user. Thin: permissions, forms and rendering; the reads are in selectors and the
 writes in accounts.services."""
 
-import csv
 from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from accounts import services as account_services
@@ -19,6 +19,7 @@ from sessionhub import clock
 from sessionhub.redis import REDIS_UNAVAILABLE
 
 from . import charts, selectors
+from .admin_tools import csv_response
 
 VIEW_PERM = "analytics.view_analytics"
 MANAGE_PERM = "analytics.manage_sessions"
@@ -153,14 +154,20 @@ def _live_sessions_action(request):
         messages.error(request, "Unknown action.")
         return HttpResponseRedirect(request.get_full_path())
     messages.success(request, f"Ended {ended} session{'s' if ended != 1 else ''}.")
-    return HttpResponseRedirect(
-        request.POST.get("next") or reverse("admin:analytics_live_sessions")
-    )
+    return HttpResponseRedirect(_same_site(request, request.POST.get("next")))
 
 
-class _Echo:
-    def write(self, value):
-        return value
+def _same_site(request, url: str | None) -> str:
+    """`next` when it stays on this site (same host, no scheme change), else the live sessions.
+
+    A form field is attacker-controlled: followed blindly, a crafted link to the admin ends
+    on a phishing page that looks like the next step (an open redirect).
+    """
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return reverse("admin:analytics_live_sessions")
 
 
 def live_sessions_csv(request):
@@ -169,19 +176,6 @@ def live_sessions_csv(request):
     user_id = _int(request.GET.get("user"), 0, 0, 2**62) or _user_id_for(request.GET.get("q", ""))
 
     def rows():
-        writer = csv.writer(_Echo())
-        yield writer.writerow(
-            [
-                "sid",
-                "user",
-                "ip",
-                "user_agent",
-                "started_at",
-                "last_active",
-                "api_call_count",
-                "status",
-            ]
-        )
         page_number = 1
         while True:
             page = selectors.live_sessions_page(
@@ -189,25 +183,34 @@ def live_sessions_csv(request):
             )
             for row in page.rows:
                 s = row.session
-                yield writer.writerow(
-                    [
-                        s.sid,
-                        row.username,
-                        s.ip,
-                        s.user_agent,
-                        clock.to_datetime(s.started_at).isoformat(),
-                        clock.to_datetime(s.last_active).isoformat(),
-                        s.api_call_count,
-                        row.status,
-                    ]
-                )
+                yield [
+                    s.sid,
+                    row.username,
+                    s.ip,
+                    s.user_agent,
+                    clock.to_datetime(s.started_at).isoformat(),
+                    clock.to_datetime(s.last_active).isoformat(),
+                    s.api_call_count,
+                    row.status,
+                ]
             if page_number >= page.pages:
                 return
             page_number += 1
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="live-sessions.csv"'
-    return response
+    return csv_response(
+        filename="live-sessions.csv",
+        header=[
+            "sid",
+            "user",
+            "ip",
+            "user_agent",
+            "started_at",
+            "last_active",
+            "api_call_count",
+            "status",
+        ],
+        rows=rows(),
+    )
 
 
 # --- security ------------------------------------------------------------------------------

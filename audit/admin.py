@@ -1,8 +1,16 @@
 from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models.constants import LOOKUP_SEP
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
 from analytics.admin import user_link
-from analytics.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
+from analytics.admin_tools import (
+    CappedCountPaginator,
+    CsvExportMixin,
+    ReportAdmin,
+    fixed_choices_filter,
+)
 
 from .models import AuditEvent, AuditSession
 
@@ -99,3 +107,100 @@ class AuditEventAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "actor_id",
         "stream_id",
     )
+
+
+# --- refresh tokens ------------------------------------------------------------------------
+# simplejwt's own admin pages show each outstanding refresh token in full: a credential that
+# works, readable by anyone with view access. These replace them (simplejwt's app comes first
+# in INSTALLED_APPS, so its registrations exist here) and show identifiers only.
+
+_RAW_TOKEN = OutstandingToken._meta.get_field("token")
+
+
+def _reaches_raw_token(model, lookup: str) -> bool:
+    for part in lookup.split(LOOKUP_SEP):
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if field is _RAW_TOKEN:
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        model = field.related_model
+    return False
+
+
+class _TokenIdentifiersAdmin(admin.ModelAdmin):
+    """Read-only, identifiers only: no page, search or filter ever touches the token text."""
+
+    actions = None
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The changelist takes filters on any local field from its query string:
+        # ?token__startswith=… would confirm a token one character at a time.
+        if _reaches_raw_token(self.model, lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+admin.site.unregister(OutstandingToken)
+admin.site.unregister(BlacklistedToken)
+
+
+@admin.register(OutstandingToken)
+class OutstandingTokenAdmin(_TokenIdentifiersAdmin):
+    list_display = ("jti", "user", "created_at", "expires_at", "blacklisted")
+    fields = list_display
+    readonly_fields = list_display
+    search_fields = ("jti", "user__username")
+    ordering = ("-id",)
+
+    def get_queryset(self, request):
+        return (
+            super().get_queryset(request).select_related("user", "blacklistedtoken").defer("token")
+        )
+
+    @admin.display(boolean=True, description="blacklisted")
+    def blacklisted(self, obj):
+        return hasattr(obj, "blacklistedtoken")
+
+
+@admin.register(BlacklistedToken)
+class BlacklistedTokenAdmin(_TokenIdentifiersAdmin):
+    list_display = ("jti", "user", "created_at", "expires_at", "blacklisted_at")
+    fields = list_display
+    readonly_fields = list_display
+    search_fields = ("token__jti", "token__user__username")
+    ordering = ("-id",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("token__user").defer("token__token")
+
+    @admin.display(description="jti", ordering="token__jti")
+    def jti(self, obj):
+        return obj.token.jti
+
+    @admin.display(description="user", ordering="token__user__username")
+    def user(self, obj):
+        return obj.token.user
+
+    @admin.display(description="created at", ordering="token__created_at")
+    def created_at(self, obj):
+        return obj.token.created_at
+
+    @admin.display(description="expires at", ordering="token__expires_at")
+    def expires_at(self, obj):
+        return obj.token.expires_at

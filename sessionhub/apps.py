@@ -5,3 +5,11 @@ class SessionhubAdminConfig(AdminConfig):
     """The Django admin, with the analytics overview and report pages of sessionhub."""
 
     default_site = "analytics.admin_site.SessionhubAdminSite"
+
+    def ready(self):
+        super().ready()
+        from django.contrib.auth.signals import user_logged_in
+
+        from sessionhub.admin_session import stamp_sign_in
+
+        user_logged_in.connect(stamp_sign_in, dispatch_uid="sessionhub.admin_session")

@@ -48,6 +48,8 @@ class SessionhubSettings:
     REVOCATION_ACK_TIMEOUT: float
     ANOMALY_ACTION: str
     ANOMALY_WINDOW: int
+    ADMIN_SESSION_IDLE_TIMEOUT: int
+    ADMIN_SESSION_ABSOLUTE_TIMEOUT: int
 
 
 def _build(raw: dict) -> SessionhubSettings:
@@ -88,6 +90,11 @@ def _build(raw: dict) -> SessionhubSettings:
     if conf.REVOCATION_ACK_TIMEOUT <= 0 or conf.ANOMALY_WINDOW <= 0:
         raise ImproperlyConfigured(
             "REVOCATION_ACK_TIMEOUT and SESSION_ANOMALY_WINDOW must be positive."
+        )
+    if not 0 < conf.ADMIN_SESSION_IDLE_TIMEOUT <= conf.ADMIN_SESSION_ABSOLUTE_TIMEOUT:
+        raise ImproperlyConfigured(
+            "ADMIN_SESSION_IDLE_TIMEOUT must be positive and not exceed "
+            "ADMIN_SESSION_ABSOLUTE_TIMEOUT."
         )
     return conf
 

@@ -1,5 +1,9 @@
 """gunicorn configuration shared by `make run` and the container.
 
+Worker model: WEB_CONCURRENCY processes (default 2) of GUNICORN_THREADS threads (default 4),
+gunicorn's gthread worker. A slow client occupies one thread; a reverse proxy that buffers
+request bodies (nginx does by default) keeps them away from gunicorn altogether.
+
 Metrics under several workers: django-prometheus' counters live in each worker, so they run in
 prometheus_client's multiprocess mode — every worker writes its figures to files in
 PROMETHEUS_MULTIPROC_DIR and any worker answering /metrics merges them. The directory is wiped
@@ -14,6 +18,13 @@ from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads, so that a client sending its body a byte a second holds one thread, not a whole
+# process: with the sync worker three such clients took both workers and nothing else was
+# served. The worker's heartbeat comes from its main loop, so `timeout` no longer kills a
+# worker for one slow request either. Each thread keeps its own PostgreSQL connection
+# (workers x threads of them); the tracker and prometheus_client are thread-safe.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None

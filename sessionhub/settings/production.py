@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import SESSIONHUB, env, simple_jwt_settings
+from .base import SESSIONHUB, TRUSTED_PROXIES, env, simple_jwt_settings
 
 MIN_SIGNING_KEY_BYTES = 32
 
@@ -39,6 +39,16 @@ SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# HSTS: browsers that reached the site over HTTPS never use plain HTTP for it again (sent on
+# HTTPS responses only). A year, this host and its subdomains; preloading is an opt-in.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if TRUSTED_PROXIES:
+    # TLS ends at the proxy, which says so in X-Forwarded-Proto. Believed only when a proxy is
+    # declared: straight from a client the header would be a lie nobody checks.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 if not SESSIONHUB["METRICS_TOKEN"] and not SESSIONHUB["METRICS_ALLOWED_IPS"]:
     # Loopback can still scrape; say so once at start-up rather than silently.

@@ -144,7 +144,10 @@ def test_redis_restart_without_persistence_loss_is_measured(
     # before the stop. Calls after the restart go to rebuilt sessions, a new generation that
     # PostgreSQL adds to what it had. Counting a call twice or storing an event twice, never.
     unsynced = calls_at_stop - synced_before
-    assert 0 <= lost <= unsynced
+    # A call in flight at the stop may have reached Redis's counts before it and its answer the
+    # load after `calls_at_stop` was read: at most one per load thread (each waits for its
+    # answer), and as many as there are threads when the web workers serve them all at once.
+    assert 0 <= lost <= unsynced + load.threads
     assert totals["hour_calls"] == totals["calls"]
     assert totals["events"] == totals["distinct_stream_ids"]
     assert totals["by_type"].get("login") == SESSIONS
