@@ -216,6 +216,17 @@ class SessionhubCollector(Collector):
         last.add_metric([], float(sync.get("last_success", 0)))
         yield last
 
+        # Counted in PostgreSQL by each sync run (and each retry or discard), read here from
+        # Redis with the rest: a scrape makes no database query.
+        quarantined = GaugeMetricFamily(
+            "sync_quarantined_rows",
+            "Rows the audit sync set aside because they cannot be written, by kind.",
+            labels=["kind"],
+        )
+        for kind in ("sessions", "events"):
+            quarantined.add_metric([kind], float(sync.get(f"quarantined:{kind}", 0)))
+        yield quarantined
+
         runs = CounterMetricFamily("sync_runs", "Audit sync runs by result.", labels=["result"])
         for result in ("ok", "error", "skipped"):
             runs.add_metric([result], stat(f"sync_runs:{result}"))

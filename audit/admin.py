@@ -1,10 +1,13 @@
+import json
+
 from django.contrib import admin
+from django.utils.html import format_html
 
 from accounts.events import EndReason, FailureReason
 from analytics.admin import user_link
 from analytics.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
 
-from .models import AuditEvent, AuditSession
+from .models import AuditEvent, AuditSession, SyncQuarantine
 
 
 class EndedFilter(admin.SimpleListFilter):
@@ -99,3 +102,27 @@ class AuditEventAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "actor_id",
         "stream_id",
     )
+
+
+@admin.register(SyncQuarantine)
+class SyncQuarantineAdmin(ReportAdmin, admin.ModelAdmin):
+    """What the sync set aside, read-only: `manage.py sync_quarantine` retries or discards."""
+
+    list_display = ("kind", "key", "short_error", "attempts", "first_seen", "last_seen")
+    list_filter = ("kind",)
+    search_fields = ("key",)
+    ordering = ("-last_seen", "-id")
+    fields = ("kind", "key", "error", "attempts", "first_seen", "last_seen", "raw_row")
+    readonly_fields = fields
+
+    @admin.display(description="reason")
+    def short_error(self, obj):
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    @admin.display(description="row as Redis held it")
+    def raw_row(self, obj):
+        try:
+            text = json.dumps(json.loads(obj.raw), indent=2, sort_keys=True)
+        except ValueError:
+            text = obj.raw
+        return format_html("<pre>{}</pre>", text)
