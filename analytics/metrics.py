@@ -122,11 +122,21 @@ class SessionhubCollector(Collector):
         def stat(name: str) -> float:
             return float(stats.get(name, 0))
 
+        window = get_settings().ACTIVE_WINDOW
         gauge = GaugeMetricFamily(
-            "sessions_active_total", "Sessions with API activity in the last 5 minutes."
+            "sessions_active_total",
+            f"Sessions with API activity in the last {window} seconds (SESSION_ACTIVE_WINDOW).",
         )
         gauge.add_metric([], v["active"])
         yield gauge
+        # The alerts about active sessions say how long "active" is from this, not from a
+        # number written into their text.
+        active_window = GaugeMetricFamily(
+            "sessions_active_window_seconds",
+            "How recent an API call makes a session active now (SESSION_ACTIVE_WINDOW).",
+        )
+        active_window.add_metric([], window)
+        yield active_window
 
         by_status = GaugeMetricFamily(
             "sessions_by_status",
