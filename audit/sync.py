@@ -311,8 +311,9 @@ def _isolate(cursor, write: Callable, items: list, renew=None) -> list[tuple[obj
     return refused
 
 
-def _write(write: Callable, chunks: list, split: Callable[[list], list], finish: Callable,
-           renew=None) -> list[tuple[object, str]]:  # fmt: skip
+def _write(
+    write: Callable, chunks: list, split: Callable[[list], list], finish: Callable, renew=None
+) -> list[tuple[object, str]]:
     """One transaction: `write` the chunks, then `finish` (quarantine, cursor) with what was
     refused. The usual case is a single attempt with no savepoint; when PostgreSQL refuses a
     row, that transaction is rolled back and a second one isolates the refused rows."""

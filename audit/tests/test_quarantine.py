@@ -99,7 +99,7 @@ def test_the_session_is_written_once_its_copy_is_repaired(sessions):
     assert int(client.hget(keys.sync_state(), "quarantined:sessions")) == 0
 
 
-def test_retry_lands_what_the_current_code_accepts_and_discard_gives_up(sessions, monkeypatch):
+def test_retry_lands_what_the_current_code_accepts_and_discard_gives_up(sessions):
     a, b = sessions(2)
     client = get_redis()
     client.hset(keys.session(a), "ip", "1.2.3.4/24")  # a network, not a host
