@@ -122,11 +122,21 @@ class SessionhubCollector(Collector):
         def stat(name: str) -> float:
             return float(stats.get(name, 0))
 
+        window = get_settings().ACTIVE_WINDOW
         gauge = GaugeMetricFamily(
-            "sessions_active_total", "Sessions with API activity in the last 5 minutes."
+            "sessions_active_total",
+            f"Sessions with API activity in the last {window} seconds (SESSION_ACTIVE_WINDOW).",
         )
         gauge.add_metric([], v["active"])
         yield gauge
+        # The alerts about active sessions say how long "active" is from this, not from a
+        # number written into their text.
+        active_window = GaugeMetricFamily(
+            "sessions_active_window_seconds",
+            "How recent an API call makes a session active now (SESSION_ACTIVE_WINDOW).",
+        )
+        active_window.add_metric([], window)
+        yield active_window
 
         by_status = GaugeMetricFamily(
             "sessions_by_status",
@@ -222,6 +232,17 @@ class SessionhubCollector(Collector):
         )
         last.add_metric([], float(sync.get("last_success", 0)))
         yield last
+
+        # Counted in PostgreSQL by each sync run (and each retry or discard), read here from
+        # Redis with the rest: a scrape makes no database query.
+        quarantined = GaugeMetricFamily(
+            "sync_quarantined_rows",
+            "Rows the audit sync set aside because they cannot be written, by kind.",
+            labels=["kind"],
+        )
+        for kind in ("sessions", "events"):
+            quarantined.add_metric([kind], float(sync.get(f"quarantined:{kind}", 0)))
+        yield quarantined
 
         runs = CounterMetricFamily("sync_runs", "Audit sync runs by result.", labels=["result"])
         for result in ("ok", "error", "skipped"):

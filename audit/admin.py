@@ -1,6 +1,9 @@
+import json
+
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
+from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
@@ -12,7 +15,7 @@ from analytics.admin_tools import (
     fixed_choices_filter,
 )
 
-from .models import AuditEvent, AuditSession
+from .models import AuditEvent, AuditSession, SyncQuarantine
 
 
 class EndedFilter(admin.SimpleListFilter):
@@ -204,3 +207,27 @@ class BlacklistedTokenAdmin(_TokenIdentifiersAdmin):
     @admin.display(description="expires at", ordering="token__expires_at")
     def expires_at(self, obj):
         return obj.token.expires_at
+
+
+@admin.register(SyncQuarantine)
+class SyncQuarantineAdmin(ReportAdmin, admin.ModelAdmin):
+    """What the sync set aside, read-only: `manage.py sync_quarantine` retries or discards."""
+
+    list_display = ("kind", "key", "short_error", "attempts", "first_seen", "last_seen")
+    list_filter = ("kind",)
+    search_fields = ("key",)
+    ordering = ("-last_seen", "-id")
+    fields = ("kind", "key", "error", "attempts", "first_seen", "last_seen", "raw_row")
+    readonly_fields = fields
+
+    @admin.display(description="reason")
+    def short_error(self, obj):
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    @admin.display(description="row as Redis held it")
+    def raw_row(self, obj):
+        try:
+            text = json.dumps(json.loads(obj.raw), indent=2, sort_keys=True)
+        except ValueError:
+            text = obj.raw
+        return format_html("<pre>{}</pre>", text)

@@ -153,3 +153,42 @@ class SyncCursor(models.Model):
     @property
     def stream_id(self) -> str:
         return f"{self.last_ms}-{self.last_seq}"
+
+
+class SyncQuarantine(models.Model):
+    """A row the sync could not write, kept aside with the reason instead of stalling the sync.
+
+    Written in the same transaction as the rows around it, before Redis is acknowledged, so a
+    refused session or event is never lost: it is here, counted by the `sync_quarantined_rows`
+    gauge, until `manage.py sync_quarantine` retries it (it then lands) or discards it. One row
+    per session or event: a session refused again is kept here in its newest copy (its counts
+    are absolute, so the newest copy holds everything known), and a later copy PostgreSQL
+    accepts lands and takes it out of quarantine.
+    """
+
+    class Kind(models.TextChoices):
+        SESSION = "session", "Session"
+        EVENT = "event", "Event"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    key = models.CharField(
+        max_length=80, help_text="Session id or stream id; a digest when it was not printable."
+    )
+    raw = models.TextField(
+        help_text="The row as Redis held it: JSON, bytes that are not UTF-8 as \\udcXX escapes."
+    )
+    error = models.TextField(help_text="Why: the sync's own check, or PostgreSQL's message.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1, help_text="Times it was refused.")
+
+    class Meta:
+        db_table = "audit_quarantine"
+        verbose_name = "quarantined row"
+        verbose_name_plural = "sync quarantine"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "key"], name="audit_quarantine_kind_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"

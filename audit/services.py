@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
@@ -16,6 +17,7 @@ from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
 
 from . import sync
+from .models import SyncQuarantine
 from .sync import Progress
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class SyncResult:
     backlog_sessions: int
     backlog_events: int
     skipped: bool = False
+    quarantined_sessions: int = 0
+    quarantined_events: int = 0
 
 
 def sync_backlog() -> tuple[int, int]:
@@ -90,6 +94,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
     try:
         sessions = sync.sync_sessions(batch_size=batch_size, progress=progress, renew=lock.renew)
         events = sync.sync_events(batch_size=batch_size, progress=progress, renew=lock.renew)
+        quarantine_count_publish()
     except Exception:
         client.hincrby(keys.stats(), "sync_runs:error", 1)
         raise
@@ -102,7 +107,118 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
                                           "last_seconds": f"{seconds:.3f}"})  # fmt: skip
     pipe.execute()
     backlog_sessions, backlog_events = sync_backlog()
-    return SyncResult(sessions, events, seconds, backlog_sessions, backlog_events)
+    return SyncResult(
+        sessions.rows,
+        events.rows,
+        seconds,
+        backlog_sessions,
+        backlog_events,
+        quarantined_sessions=sessions.quarantined,
+        quarantined_events=events.quarantined,
+    )
+
+
+# --- the quarantine ----------------------------------------------------------------------------
+
+QUARANTINE_STATE = {
+    SyncQuarantine.Kind.SESSION: "quarantined:sessions",
+    SyncQuarantine.Kind.EVENT: "quarantined:events",
+}
+
+
+def quarantine_count_publish() -> dict[str, int]:
+    """Put the number of quarantined rows, by kind, where /metrics reads it (Redis): every
+    scrape then tells it without a database query."""
+    counts = dict.fromkeys(QUARANTINE_STATE, 0)
+    counts.update(SyncQuarantine.objects.values_list("kind").annotate(n=Count("id")).order_by())
+    get_redis().hset(
+        keys.sync_state(), mapping={QUARANTINE_STATE[kind]: n for kind, n in counts.items()}
+    )
+    return counts
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    landed: int
+    refused: int
+    skipped: bool = False
+
+
+def _retry_sessions(rows: list[SyncQuarantine], anonymize_ip: bool) -> sync.Written:
+    """Each stored hash rendered again by the current reader, under keys of its own (a live
+    session of the same id is not touched), and written by the current writer."""
+    client = get_redis()
+    scratch_set, scratch_prefix = keys.quarantine_retry_set(), keys.quarantine_retry_prefix()
+    sids = []
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(scratch_set)
+    for row in rows:
+        sid, fields = sync.parse_raw_row(row.raw)
+        sids.append(sid)
+        pipe.delete(scratch_prefix.encode() + sid)
+        if fields:
+            pipe.hset(scratch_prefix.encode() + sid, mapping=fields)
+        pipe.sadd(scratch_set, sid)
+    pipe.execute()
+    landed = refused = 0
+    quarantined = {row.key for row in rows}
+    try:
+        for batch in sync._read_session_batches(
+            len(rows), inflight=scratch_set, prefix=scratch_prefix
+        ):
+            written = sync.write_sessions(batch, anonymize_ip=anonymize_ip, quarantined=quarantined)
+            landed += written.rows
+            refused += written.quarantined
+    finally:
+        client.delete(scratch_set, *(scratch_prefix.encode() + sid for sid in sids))
+    # A hash gone entirely (nothing to render) cannot be written: it stays, refused again.
+    return sync.Written(landed, len(rows) - landed)
+
+
+def _retry_events(rows: list[SyncQuarantine], anonymize_ip: bool) -> sync.Written:
+    entries = [(row.key, sync.parse_raw_row(row.raw)[1]) for row in rows]
+    return sync.write_events(
+        entries, anonymize_ip=anonymize_ip, quarantined={row.key for row in rows}
+    )
+
+
+def quarantine_retry(*, ids: list[int] | None = None) -> RetryResult:
+    """Write quarantined rows again (all, or those `ids`) with the current code: what is
+    accepted now lands and leaves the quarantine; what is refused again stays, with the new
+    reason. Holds the sync lock, so it never runs beside a sync."""
+    lock = SyncLock()
+    if not lock.acquire():
+        return RetryResult(0, 0, skipped=True)
+    try:
+        rows = SyncQuarantine.objects.order_by("id")
+        if ids is not None:
+            rows = rows.filter(id__in=ids)
+        anonymize_ip = get_settings().AUDIT_IP_ANONYMIZE
+        landed = refused = 0
+        for kind, retry in (
+            (SyncQuarantine.Kind.SESSION, _retry_sessions),
+            (SyncQuarantine.Kind.EVENT, _retry_events),
+        ):
+            of_kind = list(rows.filter(kind=kind))
+            for start in range(0, len(of_kind), 1000):
+                lock.renew()
+                result = retry(of_kind[start : start + 1000], anonymize_ip)
+                landed += result.rows
+                refused += result.quarantined
+        quarantine_count_publish()
+    finally:
+        lock.release()
+    logger.info("sync quarantine: %d rows retried, %d landed", landed + refused, landed)
+    return RetryResult(landed, refused)
+
+
+def quarantine_discard(*, ids: list[int]) -> int:
+    """Give quarantined rows up for good: the only way a row leaves the audit trail's way
+    without being written, so it is an explicit act on named rows."""
+    deleted, _ = SyncQuarantine.objects.filter(id__in=ids).delete()
+    quarantine_count_publish()
+    logger.warning("sync quarantine: %d rows discarded", deleted)
+    return deleted
 
 
 # --- retention -----------------------------------------------------------------------------

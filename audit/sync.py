@@ -15,28 +15,47 @@ At-least-once delivery, exactly-once effect:
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.
+* **Rows that cannot be written.** Redis holds bytes, and a hash or an event written around
+  the validating entry points may hold anything. Such a row must not stall the sync (every
+  later run would fail on it, and the backlog grow without bound), nor be dropped silently.
+  The Lua reader and `event_row` check each field's shape and set a malformed row aside with
+  its problem; what only PostgreSQL can judge (UTF-8, an address that looked right) is found
+  when it refuses a batch: the transaction is rolled back and written again with the refused
+  rows isolated — cut out at the COPY line PostgreSQL names, else by halving the batch in
+  savepoints. Either way the refused rows go to `audit_quarantine` with the reason, in the
+  transaction that commits the rest, before Redis is acknowledged. The usual batch pays
+  nothing for this: one COPY and one upsert, as before.
 """
 
+import hashlib
 import ipaddress
 import json
 import logging
 import queue
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.db import DataError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
+from accounts.events import MAX_USER_AGENT, MAX_USERNAME, EventType
 from sessionhub.conf import get_settings
 from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
+
+from .models import SyncQuarantine
 
 logger = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
 EVENT_CURSOR = "events"
+# Times the sync accepts, as read_sessions.lua does: from 2000 to a day ahead of this clock.
+EARLIEST = 946_684_800
+FUTURE_SLACK = 86_400
 Progress = Callable[[str, int, int], None]
 
 STAGING_DDL = """
@@ -49,7 +68,6 @@ CREATE TEMP TABLE IF NOT EXISTS sync_event_stage (
     stream_id text, event_type text, user_id bigint, username text, ip inet, user_agent text,
     session_id text, reason text, actor_id bigint, occurred_at timestamptz
 ) ON COMMIT DELETE ROWS;
-TRUNCATE sync_session_stage, sync_event_stage;
 """
 
 COPY_SESSIONS = "COPY sync_session_stage FROM STDIN (FORMAT text)"
@@ -95,7 +113,7 @@ STAGED_SESSIONS = """
              WHEN %(anonymize)s THEN host(network(set_masklen(st.ip::inet,
                  CASE WHEN family(st.ip::inet) = 4 THEN 24 ELSE 48 END)))::inet
              ELSE st.ip::inet END AS ip,
-        st.user_agent, to_timestamp(st.started) AS started_at,
+        left(st.user_agent, %(ua_chars)s), to_timestamp(st.started) AS started_at,
         to_timestamp(st.last_active) AS last_active, to_timestamp(st.ended) AS ended_at,
         st.end_reason, st.api_call_count, st.hourly_calls, coalesce(st.generation, 0) AS generation,
         0 AS calls_before, '{{}}'::jsonb AS hourly_before
@@ -183,52 +201,193 @@ def _script(name: str):
     return client.register_script((LUA_DIR / f"{name}.lua").read_text())
 
 
-def _ts(value) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(float(value), tz=UTC)
+# --- Rows PostgreSQL refuses -----------------------------------------------------------------
+
+# What PostgreSQL says about a row (bad text, a value out of range, a constraint): isolate the
+# row. Anything else (a lost connection, a deadlock) is the sync's failure, retried whole.
+ROW_ERRORS = (DataError, IntegrityError)
+COPY_LINE = re.compile(r"^COPY sync_\w+, line (\d+)")
+ERROR_CHARS = 1000
+RAW_VALUE_CHARS = 65_536
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
+class RowRefused(ValueError):
+    """A row the sync will not write; the message is a fixed phrase, never the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    key: str
+    error: str
+    raw: str
+
+
+def quarantine_key(value: bytes | str) -> str:
+    """The id of a refused row as its quarantine key: itself when short and printable, else a
+    digest (the raw row keeps the original)."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    if 0 < len(value) <= 64 and value.isascii() and value.decode().isprintable():
+        return value.decode()
+    return "sha256:" + hashlib.sha256(value).hexdigest()
+
+
+def _raw_text(value) -> str:
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value.replace("\x00", "")
+        value = value.decode("utf-8", "surrogateescape")
+    return str(value)[:RAW_VALUE_CHARS]
 
 
-def anonymize(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
-    """Keep the network, drop the host: /24 for IPv4, /48 for IPv6."""
-    prefix = 24 if address.version == 4 else 48
-    return ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address
+def raw_row(row_id: bytes | str, fields: dict) -> str:
+    """A row as Redis holds it — its id and its fields — as ASCII JSON that a text column can
+    hold and `parse_raw_row` gives back: bytes that are not UTF-8 become \\udcXX escapes, NUL
+    \\u0000. Values are cut far beyond anything the sync keeps."""
+    texts = {_raw_text(k): _raw_text(v) for k, v in fields.items()}
+    return json.dumps({"id": _raw_text(row_id), "fields": texts}, sort_keys=True)
 
 
-def _ip(value: bytes | str | None, anonymize_ip: bool):
-    text = _text(value)
-    if not text:
-        return None
+def parse_raw_row(raw: str) -> tuple[bytes, dict[bytes, bytes]]:
+    data = json.loads(raw)
+
+    def back(text: str) -> bytes:
+        return text.encode("utf-8", "surrogateescape")
+
+    return back(data["id"]), {back(k): back(v) for k, v in data["fields"].items()}
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    diag = getattr(cause, "diag", None)
+    message = (diag and diag.message_primary) or str(cause).split("\n", 1)[0]
+    return message[:ERROR_CHARS]
+
+
+def _copy_line(exc: BaseException) -> int | None:
+    """The line (1-based) of the COPY data PostgreSQL refused, when the error came from COPY."""
+    diag = getattr(exc.__cause__, "diag", None)
+    match = COPY_LINE.match((diag and diag.context) or "")
+    return int(match[1]) if match else None
+
+
+def _attempt(cursor, write: Callable, items: list) -> None:
+    cursor.execute("SAVEPOINT sync_rows")
     try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return anonymize(address) if anonymize_ip else address
+        with connection.wrap_database_errors:
+            write(cursor, items)
+    except ROW_ERRORS:
+        cursor.execute("ROLLBACK TO SAVEPOINT sync_rows")
+        raise
+    cursor.execute("RELEASE SAVEPOINT sync_rows")
+
+
+def _isolate(cursor, write: Callable, items: list, renew=None) -> list[tuple[object, str]]:
+    """Write `items`, each attempt in a savepoint, leaving out the ones PostgreSQL refuses.
+
+    A COPY names the line it refused: that one is set aside and the lines around it tried
+    again, so each line is copied about twice. A refusal without a line (a cast or constraint
+    in the upsert) halves the attempt: k bad rows among n cost about 2·k·log2(n) attempts.
+    """
+    refused: list[tuple[object, str]] = []
+    pending = [items]
+    renewed = time.monotonic()
+    while pending:
+        chunk = pending.pop()
+        if renew and time.monotonic() - renewed > 1:
+            renew()
+            renewed = time.monotonic()
+        try:
+            _attempt(cursor, write, chunk)
+            continue
+        except ROW_ERRORS as exc:
+            error, line = exc, _copy_line(exc)
+        if len(chunk) == 1:
+            refused.append((chunk[0], _error_text(error)))
+        elif line is not None and line <= len(chunk):
+            refused.append((chunk[line - 1], _error_text(error)))
+            pending += [part for part in (chunk[line:], chunk[: line - 1]) if part]
+        else:
+            half = len(chunk) // 2
+            pending += [chunk[half:], chunk[:half]]
+    return refused
+
+
+def _write(
+    write: Callable, chunks: list, split: Callable[[list], list], finish: Callable, renew=None
+) -> list[tuple[object, str]]:
+    """One transaction: `write` the chunks, then `finish` (quarantine, cursor) with what was
+    refused. The usual case is a single attempt with no savepoint; when PostgreSQL refuses a
+    row, that transaction is rolled back and a second one isolates the refused rows."""
+    try:
+        with transaction.atomic(), _raw_cursor() as cursor, connection.wrap_database_errors:
+            cursor.execute(STAGING_DDL)
+            write(cursor, chunks)
+            finish(cursor, [])
+        return []
+    except ROW_ERRORS as exc:
+        # The kind of error only: its message may quote the row (an IP, a user agent).
+        kind = type(exc.__cause__ or exc).__name__
+        logger.warning("sync: PostgreSQL refused a batch (%s); isolating the rows", kind)
+    with transaction.atomic(), _raw_cursor() as cursor:
+        cursor.execute(STAGING_DDL)
+        refused = _isolate(cursor, write, split(chunks), renew)
+        finish(cursor, refused)
+    logger.warning("sync: %d rows of the batch quarantined", len(refused))
+    return refused
+
+
+QUARANTINE = """
+INSERT INTO audit_quarantine AS q (kind, key, raw, error, first_seen, last_seen, attempts)
+VALUES (%s, %s, %s, %s, now(), now(), 1)
+ON CONFLICT (kind, key) DO UPDATE SET
+    raw = EXCLUDED.raw, error = EXCLUDED.error, last_seen = now(), attempts = q.attempts + 1
+"""
+RESOLVE = "DELETE FROM audit_quarantine WHERE kind = %s AND key = ANY(%s)"
+
+
+def _quarantine(cursor, kind: str, refused: list[Refused]) -> None:
+    if refused:
+        cursor.executemany(QUARANTINE, [(kind, r.key, r.raw, r.error) for r in refused])
+
+
+def _resolve(cursor, kind: str, landed: set[str], quarantined: set[str]) -> None:
+    """Rows of this kind held in quarantine that have now been written leave it."""
+    done = landed & quarantined
+    if done:
+        cursor.execute(RESOLVE, [kind, sorted(done)])
+        quarantined -= done
+
+
+def quarantined_keys(kind: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT key FROM audit_quarantine WHERE kind = %s", [kind])
+        return {key for (key,) in cursor.fetchall()}
+
+
+# --- Sessions --------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class SessionBatch:
     """Sessions as COPY text lines (one per session, in the chunks Redis returned them), their
-    sids, and which have ended."""
+    sids, which have ended, which the reader refused (sid, problem), and the key prefix they
+    were read under."""
 
     chunks: list[bytes]
     sids: list[bytes]
-    ended_sids: list[str]
+    ended_sids: list[bytes]
+    problems: list[tuple[bytes, str]] = field(default_factory=list)
+    prefix: str = ""
 
     @classmethod
-    def from_reply(cls, copy_text: bytes, ended_sids: list[str]) -> "SessionBatch":
+    def from_reply(cls, reply: list, prefix: str) -> "SessionBatch":
+        copy_text, ended, refused = reply[1], reply[2], reply[3]
         sids = [line.partition(b"\t")[0] for line in copy_text.splitlines()]
-        return cls([copy_text], sids, ended_sids)
+        problems = [(refused[i], refused[i + 1].decode()) for i in range(0, len(refused), 2)]
+        return cls([copy_text] if copy_text else [], sids, list(ended), problems, prefix)
 
     @property
     def count(self) -> int:
-        return len(self.sids)
+        return len(self.sids) + len(self.problems)
 
     @property
     def distinct(self) -> bool:
@@ -238,33 +397,13 @@ class SessionBatch:
         self.chunks.extend(other.chunks)
         self.sids.extend(other.sids)
         self.ended_sids.extend(other.ended_sids)
+        self.problems.extend(other.problems)
 
 
-def sanitized(copy_text: bytes) -> bytes:
-    """The slow path for a batch PostgreSQL refused: every line made acceptable, or dropped.
-
-    The Lua renderer escapes text and checks numbers; what it cannot know is whether an IP
-    parses or a user agent is valid UTF-8 (Redis stores bytes). Fix those here, row by row.
-    """
-    good = []
-    for line in copy_text.split(b"\n"):
-        fields = line.split(b"\t")
-        if len(fields) != 11:
-            continue
-        fields[3] = fields[3].decode("utf-8", "replace").encode()
-        try:
-            ipaddress.ip_address(fields[2].decode())
-        except (UnicodeDecodeError, ValueError):
-            fields[2] = b""
-        good.append(b"\t".join(fields) + b"\n")
-    return b"".join(good)
-
-
-def _copy(cursor, table: str, columns: str, types: list[str], rows: list[tuple]) -> None:
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+@dataclass(frozen=True, slots=True)
+class Written:
+    rows: int
+    quarantined: int
 
 
 def _raw_cursor():
@@ -272,25 +411,15 @@ def _raw_cursor():
     return connection.connection.cursor()
 
 
-def write_sessions(batch: SessionBatch, *, anonymize_ip: bool) -> int:
-    """One transaction: COPY to staging, upsert the sessions, then the users' activity.
+def _session_writer(anonymize_ip: bool, distinct: bool):
+    params = {"anonymize": anonymize_ip, "ua_chars": MAX_USER_AGENT}
 
-    A batch PostgreSQL refuses (an unparseable IP, bytes that are not UTF-8) is written again
-    through `sanitized`; nothing else about it changes.
-    """
-    upsert = UPSERT_DISTINCT if batch.distinct else UPSERT_DEDUPLICATING
-    try:
-        _write_sessions(batch.chunks, anonymize_ip, upsert)
-    except DataError:
-        logger.warning("sync: a session batch needed sanitizing")
-        _write_sessions([sanitized(b"".join(batch.chunks))], anonymize_ip, upsert)
-    return batch.count
-
-
-def _write_sessions(chunks: list[bytes], anonymize_ip: bool, upsert: str) -> None:
-    params = {"anonymize": anonymize_ip}
-    with transaction.atomic(), _raw_cursor() as cursor:
-        cursor.execute(STAGING_DDL)
+    def write(cursor, chunks: list[bytes]) -> None:
+        upsert = UPSERT_DISTINCT
+        if not distinct:  # only a subset of the batch may be written: it may be distinct
+            sids = [line.partition(b"\t")[0] for c in chunks for line in c.split(b"\n") if line]
+            upsert = UPSERT_DISTINCT if len(set(sids)) == len(sids) else UPSERT_DEDUPLICATING
+        cursor.execute("TRUNCATE sync_session_stage")
         cursor.execute("SET LOCAL work_mem = '64MB'")  # the de-duplicating sort stays in memory
         # Each staged session looks its user up by primary key. A hash or merge join would read
         # the whole user table per transaction instead: at 1M users that more than doubled the
@@ -302,17 +431,72 @@ def _write_sessions(chunks: list[bytes], anonymize_ip: bool, upsert: str) -> Non
         cursor.execute(upsert, params)
         cursor.execute(UPSERT_USER_ACTIVITY)
 
+    return write
 
-def _read_session_batches(batch_size: int) -> Iterator[SessionBatch]:
+
+def _session_lines(chunks: list[bytes]) -> list[bytes]:
+    return [line + b"\n" for line in b"".join(chunks).split(b"\n") if line]
+
+
+def _session_raw(prefix: str, sids: list[bytes]) -> list[str]:
+    """The refused sessions' hashes as Redis holds them now (they are still in flight, so
+    nothing has let them expire)."""
+    pipe = get_redis().pipeline(transaction=False)
+    for sid in sids:
+        pipe.hgetall(prefix.encode() + sid)
+    return [raw_row(sid, fields) for sid, fields in zip(sids, pipe.execute(), strict=True)]
+
+
+def write_sessions(
+    batch: SessionBatch, *, anonymize_ip: bool, quarantined: set[str] | None = None, renew=None
+) -> Written:
+    """One transaction: COPY to staging, upsert the sessions, then the users' activity; the
+    sessions refused — by the reader or by PostgreSQL — go to the quarantine in it too.
+
+    `quarantined` holds the session keys in quarantine (updated here): a session written now
+    leaves the quarantine.
+    """
+    quarantined = set() if quarantined is None else quarantined
+    refused_count = 0
+    write = _session_writer(anonymize_ip, batch.distinct)
+
+    def finish(cursor, isolated: list[tuple[bytes, str]]) -> None:
+        nonlocal refused_count
+        failed = [*batch.problems, *((line.partition(b"\t")[0], e) for line, e in isolated)]
+        raws = _session_raw(batch.prefix, [sid for sid, _ in failed]) if failed else []
+        refused = [
+            Refused(quarantine_key(sid), error, raw)
+            for (sid, error), raw in zip(failed, raws, strict=True)
+        ]
+        _quarantine(cursor, SyncQuarantine.Kind.SESSION, refused)
+        refused_count = len(refused)
+        keys_refused = {r.key for r in refused}
+        if quarantined:
+            landed = {sid.decode() for sid in batch.sids} - keys_refused
+            _resolve(cursor, SyncQuarantine.Kind.SESSION, landed, quarantined)
+        quarantined.update(keys_refused)
+
+    if batch.chunks:
+        _write(write, batch.chunks, _session_lines, finish, renew)
+    elif batch.problems:
+        with transaction.atomic(), _raw_cursor() as cursor:
+            finish(cursor, [])
+    return Written(batch.count - refused_count, refused_count)
+
+
+def _read_session_batches(
+    batch_size: int, *, inflight: str | None = None, prefix: str | None = None
+) -> Iterator[SessionBatch]:
     reader = _script("read_sessions")
+    inflight = inflight or keys.dirty_inflight()
+    prefix = prefix or keys.session_prefix()
     cursor = "0"
     while True:
-        reply = reader(
-            keys=[keys.dirty_inflight()], args=[cursor, batch_size, keys.session_prefix()]
-        )
-        cursor, copy_text = reply[0].decode(), reply[1]
-        if copy_text:
-            yield SessionBatch.from_reply(copy_text, [sid.decode() for sid in reply[2:]])
+        reply = reader(keys=[inflight], args=[cursor, batch_size, prefix, 4 * MAX_USER_AGENT])
+        cursor = reply[0].decode()
+        batch = SessionBatch.from_reply(reply, prefix)
+        if batch.count or batch.ended_sids:
+            yield batch
         if cursor == "0":
             return
 
@@ -361,14 +545,21 @@ def _commit_groups(batches: Iterator[SessionBatch], rows: int) -> Iterator[Sessi
         yield group
 
 
-def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=None) -> int:
+@dataclass(frozen=True, slots=True)
+class Synced:
+    rows: int
+    quarantined: int
+
+
+def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=None) -> Synced:
     """Copy every changed session; acknowledge in Redis only after each commit.
 
     A crashed run's in-flight set is finished first, then what changed meanwhile.
     """
     conf = get_settings()
     claim, ack = _script("claim_dirty"), _script("ack_sessions")
-    written = 0
+    written = quarantined_now = 0
+    quarantined = quarantined_keys(SyncQuarantine.Kind.SESSION)
     for _ in range(2):
         total = claim(keys=[keys.dirty(), keys.dirty_inflight()])
         if not total:
@@ -377,7 +568,12 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
         depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
         batches = _prefetch(_read_session_batches(batch_size), depth)
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
-            done += write_sessions(group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE)
+            result = write_sessions(
+                group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE, quarantined=quarantined, renew=renew
+            )
+            done += result.rows + result.quarantined
+            written += result.rows
+            quarantined_now += result.quarantined
             if group.ended_sids:
                 ack(
                     keys=[keys.dirty_inflight(), keys.dirty()],
@@ -396,27 +592,142 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
             keys=[keys.dirty_inflight(), keys.dirty()],
             args=[keys.session_prefix(), conf.ENDED_SESSION_KEEP_SECONDS, "1"],
         )
-        written += done
-    if written:
-        get_redis().hincrby(keys.stats(), "sync_sessions", written)
-    return written
+    if written or quarantined_now:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(keys.stats(), "sync_sessions", written)
+        pipe.hincrby(keys.stats(), "sync_quarantined:sessions", quarantined_now)
+        pipe.execute()
+    return Synced(written, quarantined_now)
 
 
-def _event_row(stream_id: str, payload: bytes, anonymize_ip: bool) -> tuple:
-    data = json.loads(payload)
-    user_id, actor_id = data.get("uid"), data.get("actor")
+# --- Events ----------------------------------------------------------------------------------
+
+EVENT_TYPE_VALUES = frozenset(EventType.values)
+MAX_ID = 2**63 - 1
+
+
+def _timestamp(value, name: str) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RowRefused(f"{name}: missing or not a number")
+    if not EARLIEST <= value <= time.time() + FUTURE_SLACK:  # NaN fails too
+        raise RowRefused(f"{name}: not a time between 2000 and tomorrow")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _optional_id(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise RowRefused(f"{name}: not a user id")
+    return value
+
+
+def _string(data: dict, name: str, limit: int) -> str:
+    """Text as the entry points would have kept it: no NUL, no lone surrogate, bounded."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowRefused(f"{name}: not a string")
+    return value.replace("\x00", "")[:limit].encode("utf-8", "replace").decode()
+
+
+def anonymize(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    """Keep the network, drop the host: /24 for IPv4, /48 for IPv6."""
+    prefix = 24 if address.version == 4 else 48
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address
+
+
+def _address(value, anonymize_ip: bool):
+    if value is None or value == "":
+        return None
+    try:
+        address = ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        address = None
+    # A zone ("fe80::1%eth0") is no part of a client address; PostgreSQL's inet refuses it.
+    if address is None or getattr(address, "scope_id", None) is not None:
+        raise RowRefused("ip: not a host address")
+    return anonymize(address) if anonymize_ip else address
+
+
+def event_row(stream_id: str, fields: dict, anonymize_ip: bool) -> tuple:
+    """A stream entry as a row of audit_event, or RowRefused saying what is wrong with it."""
+    payload = fields.get(b"d")
+    if payload is None:
+        raise RowRefused("payload: missing")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise RowRefused("payload: not JSON in UTF-8") from None
+    if not isinstance(data, dict):
+        raise RowRefused("payload: not a JSON object")
+    if data.get("type") not in EVENT_TYPE_VALUES:
+        raise RowRefused("type: not a known event type")
     return (
         stream_id,
-        _text(data.get("type")),
-        user_id if isinstance(user_id, int) else None,
-        _text(data.get("username"))[:150],
-        _ip(data.get("ip"), anonymize_ip),
-        _text(data.get("ua")),
-        _text(data.get("sid"))[:64],
-        _text(data.get("reason"))[:32],
-        actor_id if isinstance(actor_id, int) else None,
-        _ts(data.get("ts")),
+        data["type"],
+        _optional_id(data.get("uid"), "uid"),
+        _string(data, "username", MAX_USERNAME),
+        _address(data.get("ip"), anonymize_ip),
+        _string(data, "ua", MAX_USER_AGENT),
+        _string(data, "sid", 64),
+        _string(data, "reason", 32),
+        _optional_id(data.get("actor"), "actor"),
+        _timestamp(data.get("ts"), "ts"),
     )
+
+
+def _write_events(cursor, rows: list[tuple]) -> None:
+    cursor.execute("TRUNCATE sync_event_stage")
+    with cursor.copy(f"COPY sync_event_stage ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(EVENT_TYPES)
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(INSERT_EVENTS)
+
+
+def write_events(
+    entries: list[tuple[str, dict]],
+    *,
+    anonymize_ip: bool,
+    quarantined: set[str],
+    then: Callable | None = None,
+    renew=None,
+) -> Written:
+    """One transaction: the entries' rows, and the refused ones in quarantine; `then(cursor)`
+    runs in it last (the sync moves its cursor there)."""
+    rows, refused, raw = [], [], {}
+    for stream_id, fields in entries:
+        try:
+            rows.append(event_row(stream_id, fields, anonymize_ip))
+        except RowRefused as exc:
+            refused.append(Refused(quarantine_key(stream_id), str(exc), raw_row(stream_id, fields)))
+        raw[stream_id] = fields
+    quarantined_count = len(refused)
+
+    def finish(cursor, isolated: list[tuple[tuple, str]]) -> None:
+        nonlocal quarantined_count
+        everything = refused + [
+            Refused(quarantine_key(row[0]), error, raw_row(row[0], raw[row[0]]))
+            for row, error in isolated
+        ]
+        _quarantine(cursor, SyncQuarantine.Kind.EVENT, everything)
+        quarantined_count = len(everything)
+        keys_refused = {r.key for r in everything}
+        if quarantined:
+            landed = {row[0] for row in rows} - keys_refused
+            _resolve(cursor, SyncQuarantine.Kind.EVENT, landed, quarantined)
+        quarantined.update(keys_refused)
+        if then:
+            then(cursor)
+
+    if rows:
+        _write(_write_events, rows, list, finish, renew)
+    else:
+        with transaction.atomic(), _raw_cursor() as cursor:
+            finish(cursor, [])
+    return Written(len(entries) - quarantined_count, quarantined_count)
 
 
 def _cursor_position() -> tuple[int, int]:
@@ -428,7 +739,7 @@ def _cursor_position() -> tuple[int, int]:
     return (row[0], row[1]) if row else (0, 0)
 
 
-def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None) -> int:
+def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None) -> Synced:
     """Copy stream events after the cursor; the cursor moves in the same transaction."""
     conf = get_settings()
     client = get_redis()
@@ -436,35 +747,41 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
     # Finish an acknowledgement a crash interrupted: PostgreSQL holds everything up to here.
     client.xtrim(keys.events(), minid=f"{position[0]}-{position[1] + 1}", approximate=False)
     backlog = client.xlen(keys.events())
-    written = 0
+    quarantined = quarantined_keys(SyncQuarantine.Kind.EVENT)
+    written = quarantined_now = handled = 0
     while True:
         entries = client.xrange(
             keys.events(), min=f"({position[0]}-{position[1]}", count=batch_size
         )
         if not entries:
             break
-        rows = []
-        for stream_id, fields in entries:
-            try:
-                rows.append(_event_row(stream_id.decode(), fields[b"d"], conf.AUDIT_IP_ANONYMIZE))
-            except (KeyError, ValueError, TypeError):
-                logger.error("sync: skipping malformed event %s", stream_id.decode())
         last_ms, last_seq = (int(part) for part in entries[-1][0].decode().split("-"))
-        with transaction.atomic(), _raw_cursor() as cursor:
-            cursor.execute(STAGING_DDL)
-            _copy(cursor, "sync_event_stage", EVENT_COLUMNS, EVENT_TYPES, rows)
-            cursor.execute(INSERT_EVENTS)
+
+        def advance(cursor, last_ms=last_ms, last_seq=last_seq) -> None:
             cursor.execute(ADVANCE_CURSOR, [EVENT_CURSOR, last_ms, last_seq])
+
+        result = write_events(
+            [(stream_id.decode(), fields) for stream_id, fields in entries],
+            anonymize_ip=conf.AUDIT_IP_ANONYMIZE,
+            quarantined=quarantined,
+            then=advance,
+            renew=renew,
+        )
         position = (last_ms, last_seq)
         # Acknowledge: drop what PostgreSQL now holds (everything up to the cursor).
         client.xtrim(keys.events(), minid=f"{last_ms}-{last_seq + 1}", approximate=False)
-        written += len(entries)
+        written += result.rows
+        quarantined_now += result.quarantined
+        handled += len(entries)
         if progress:
-            progress("events", written, max(backlog, written))
+            progress("events", handled, max(backlog, handled))
         if renew:
             renew()
         if len(entries) < batch_size:
             break
-    if written:
-        client.hincrby(keys.stats(), "sync_events", written)
-    return written
+    if written or quarantined_now:
+        pipe = client.pipeline(transaction=False)
+        pipe.hincrby(keys.stats(), "sync_events", written)
+        pipe.hincrby(keys.stats(), "sync_quarantined:events", quarantined_now)
+        pipe.execute()
+    return Synced(written, quarantined_now)

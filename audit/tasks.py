@@ -21,7 +21,12 @@ TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.Time
 )
 def sync_sessions(self) -> dict:
     result = services.sync_run()
-    return {"sessions": result.sessions, "events": result.events, "skipped": result.skipped}
+    return {
+        "sessions": result.sessions,
+        "events": result.events,
+        "skipped": result.skipped,
+        "quarantined": result.quarantined_sessions + result.quarantined_events,
+    }
 
 
 @shared_task(acks_late=True, soft_time_limit=3000, time_limit=3600)

@@ -93,7 +93,7 @@ def _sync() -> tuple[int, float]:
     from audit import sync
 
     started = time.perf_counter()
-    written = sync.sync_sessions(batch_size=settings.SESSIONHUB["SYNC_BATCH_SIZE"])
+    written = sync.sync_sessions(batch_size=settings.SESSIONHUB["SYNC_BATCH_SIZE"]).rows
     return written, time.perf_counter() - started
 
 

@@ -74,6 +74,13 @@ class _Keys:
     def sync_state(self) -> str:
         return f"{self.prefix}:sync"
 
+    def quarantine_retry_set(self) -> str:
+        """Sessions being retried out of the sync's quarantine (never the live ones' keys)."""
+        return f"{self.prefix}:qretry"
+
+    def quarantine_retry_prefix(self) -> str:
+        return f"{self.prefix}:qretry:s:"
+
     def celery_heartbeat(self) -> str:
         return f"{self.prefix}:celery:heartbeat"
 

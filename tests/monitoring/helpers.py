@@ -1,10 +1,16 @@
 """What the monitoring tests share: the repository's files, their rules, and the binaries."""
 
+import base64
+import json
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -119,3 +125,94 @@ def materialize_prometheus_config(directory: Path, token: str = DUMMY_METRICS_TO
     path = directory / "prometheus.yml"
     path.write_text(text.replace(CONTAINER_CONFIG_DIR, f"{directory}/"))
     return path
+
+
+# --- Catchers for Alertmanager's notifications ---------------------------------------------
+
+
+class FakeSlack(ThreadingHTTPServer):
+    """Records the JSON posted to the webhook, by path, and when each arrived (monotonic)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict]] = []
+        self.arrived: list[float] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.arrived.append(time.monotonic())
+                server.posts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class FakeSMTP(socketserver.ThreadingTCPServer):
+    """Just enough ESMTP (with AUTH PLAIN, no STARTTLS) to receive Alertmanager's mail; each
+    message records its recipients, authentication, data and arrival (monotonic)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(line.encode() + b"\r\n")
+
+            def handle(self):
+                message = {"rcpt": [], "auth": None, "data": ""}
+                self.reply("220 fake ESMTP")
+                while line := self.rfile.readline().decode():
+                    verb = line.split(" ", 1)[0].strip().upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.reply("250-fake\r\n250-AUTH PLAIN\r\n250 8BITMIME")
+                    elif verb == "AUTH":
+                        _, user, password = base64.b64decode(line.split()[2]).split(b"\0")
+                        message["auth"] = (user.decode(), password.decode())
+                        self.reply("235 2.7.0 accepted")
+                    elif verb == "MAIL":
+                        self.reply("250 ok")
+                    elif verb == "RCPT":
+                        message["rcpt"].append(line.split(":", 1)[1].strip())
+                        self.reply("250 ok")
+                    elif verb == "DATA":
+                        self.reply("354 go on")
+                        lines = []
+                        while (data := self.rfile.readline().decode()) not in (".\r\n", ""):
+                            # Transparency (RFC 5321 4.5.2): the sender doubled a leading dot.
+                            lines.append(data[1:] if data.startswith(".") else data)
+                        message["data"] = "".join(lines)
+                        message["at"] = time.monotonic()
+                        server.messages.append(dict(message))
+                        self.reply("250 queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("250 ok")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def serve(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,25 +1,21 @@
 """alertmanager/: the template renders from the environment, amtool accepts it, routes are
 right, no secret is written into it, and a real Alertmanager delivers through it."""
 
-import base64
 import json
 import os
 import re
 import shutil
-import socketserver
 import stat
 import subprocess
-import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .helpers import ALERTMANAGER_DIR, free_port, need, run
+from .helpers import ALERTMANAGER_DIR, FakeSlack, FakeSMTP, free_port, need, run, serve, wait_for
 
 TEMPLATE = ALERTMANAGER_DIR / "alertmanager.yml"
 ENTRYPOINT = ALERTMANAGER_DIR / "entrypoint.sh"
@@ -92,9 +88,18 @@ def test_amtool_check_config_can_fail(tmp_path):
         (["severity=critical", "alertname=SyncStalled"], "slack-and-email"),
         (["severity=warning", "alertname=SyncLagHigh"], "email"),
         (["alertname=WithoutSeverity"], "email"),
+        # Brute force is a warning, and still reaches Slack.
+        (
+            ["severity=warning", "component=security", "alertname=LoginFailuresHigh"],
+            "slack-and-email",
+        ),
+        (
+            ["severity=critical", "component=security", "alertname=CredentialStuffing"],
+            "slack-and-email",
+        ),
     ],
 )
-def test_critical_goes_to_slack_and_email_warning_to_email(tmp_path, labels, receiver):
+def test_critical_and_security_go_to_slack_and_email_warning_to_email(tmp_path, labels, receiver):
     config = rendered(tmp_path)
     result = run([need("amtool"), "config", "routes", "test", f"--config.file={config}", *labels])
     assert result.returncode == 0, result.stderr
@@ -235,89 +240,6 @@ def test_the_readme_documents_every_variable_the_entrypoint_reads():
 
 
 # --- A real Alertmanager, started through the entrypoint ------------------------------------
-
-
-class FakeSlack(ThreadingHTTPServer):
-    """Records the JSON posted to the webhook, by path."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                server.posts.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-class FakeSMTP(socketserver.ThreadingTCPServer):
-    """Just enough ESMTP (with AUTH PLAIN, no STARTTLS) to receive Alertmanager's mail."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        server = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def reply(self, line: str) -> None:
-                self.wfile.write(line.encode() + b"\r\n")
-
-            def handle(self):
-                message = {"rcpt": [], "auth": None, "data": ""}
-                self.reply("220 fake ESMTP")
-                while line := self.rfile.readline().decode():
-                    verb = line.split(" ", 1)[0].strip().upper()
-                    if verb in ("EHLO", "HELO"):
-                        self.reply("250-fake\r\n250-AUTH PLAIN\r\n250 8BITMIME")
-                    elif verb == "AUTH":
-                        _, user, password = base64.b64decode(line.split()[2]).split(b"\0")
-                        message["auth"] = (user.decode(), password.decode())
-                        self.reply("235 2.7.0 accepted")
-                    elif verb == "MAIL":
-                        self.reply("250 ok")
-                    elif verb == "RCPT":
-                        message["rcpt"].append(line.split(":", 1)[1].strip())
-                        self.reply("250 ok")
-                    elif verb == "DATA":
-                        self.reply("354 go on")
-                        lines = []
-                        while (data := self.rfile.readline().decode()) not in (".\r\n", ""):
-                            lines.append(data)
-                        message["data"] = "".join(lines)
-                        server.messages.append(dict(message))
-                        self.reply("250 queued")
-                    elif verb == "QUIT":
-                        self.reply("221 bye")
-                        return
-                    else:
-                        self.reply("250 ok")
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-def serve(server):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow

@@ -28,3 +28,12 @@ class Command(BaseCommand):
             f"in {result.seconds:.2f} s; backlog left: {result.backlog_sessions:,} sessions, "
             f"{result.backlog_events:,} events"
         )
+        held = result.quarantined_sessions + result.quarantined_events
+        if held:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"quarantined {result.quarantined_sessions:,} sessions and "
+                    f"{result.quarantined_events:,} events PostgreSQL cannot take: see "
+                    "`manage.py sync_quarantine`"
+                )
+            )
