@@ -518,7 +518,11 @@ class Tracker:
             # A script error is a bug, not an outage: retrying would repeat it forever.
             logger.error("session tracking: flush batch rejected by redis: %r", errors[0])
         with self._lock:
-            self._inflight = None
+            # Only the batch this call sent: under threaded workers another thread may have
+            # applied it already (a repeat returns -1) and taken the next batch meanwhile,
+            # which must stay in flight until its own send succeeds.
+            if self._inflight is batch:
+                self._inflight = None
             if anomalies and conf.ANOMALY_ACTION == "end":
                 self._to_end.extend(sid.decode() for sid in anomalies)
         return True

@@ -53,6 +53,57 @@ def test_flush_batch_is_applied_once_even_if_resent(tokens):
     assert livesessions.get(sid_of(tokens["access"])).api_call_count == 1
 
 
+def test_a_late_repeat_of_a_batch_does_not_drop_the_next_one_in_flight(tokens, monkeypatch):
+    """Threaded workers: thread A sends batch 1 and stalls; thread B sends batch 1 again (it is
+    applied), then takes batch 2 and stalls; A's reply (-1, already applied) comes back; then
+    B's send of batch 2 fails. Batch 2 must still be in flight, and go on the next flush."""
+    import redis
+
+    real_script = livesessions.script
+    a_sent, a_release = threading.Event(), threading.Event()
+    b2_sent, b2_release = threading.Event(), threading.Event()
+    calls = []
+
+    def interleaved(name):
+        script = real_script(name)
+        if name != "track_flush":
+            return script
+
+        def send(**kwargs):
+            calls.append(threading.current_thread().name)
+            number = len(calls)
+            if number == 1:  # A, batch 1: reaches Redis, then its reply is late
+                result = script(**kwargs)
+                a_sent.set()
+                a_release.wait(5)
+                return result
+            if number == 3:  # B, batch 2: stalls, then the connection drops
+                b2_sent.set()
+                b2_release.wait(5)
+                raise redis.ConnectionError("connection dropped mid-flush")
+            return script(**kwargs)
+
+        return send
+
+    monkeypatch.setattr(livesessions, "script", interleaved)
+    assert call(tokens["access"]) == 200
+    thread_a = threading.Thread(target=tracker.flush, name="A")
+    thread_a.start()
+    assert a_sent.wait(5)
+    assert call(tokens["access"]) == 200  # counted into batch 2, pending
+    thread_b = threading.Thread(target=tracker.flush, name="B")
+    thread_b.start()
+    assert b2_sent.wait(5)
+    a_release.set()
+    thread_a.join(5)
+    b2_release.set()
+    thread_b.join(5)
+    monkeypatch.setattr(livesessions, "script", real_script)
+    tracker._redis_retry_at = 0.0  # Redis answers again
+    assert tracker.flush()
+    assert livesessions.get(sid_of(tokens["access"])).api_call_count == 2
+
+
 def test_active_sessions_are_counted_with_zcount(api_client, user, password, frozen_clock):
     for _ in range(3):
         login(api_client, user.username, password)
