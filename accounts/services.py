@@ -8,7 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
@@ -468,9 +468,11 @@ def session_ends_apply(*, user_id: int | None = None, batch: int = 1000, batches
     """
     now_ms = livesessions.now_ms()
     conf = get_settings()
-    SessionEndRequest.objects.filter(
-        requested_at__lt=_wall_datetime(now_ms - (conf.ABSOLUTE_TIMEOUT + 60) * 1000)
-    ).delete()
+    with transaction.atomic():
+        expired = SessionEndRequest.objects.filter(
+            requested_at__lt=_wall_datetime(now_ms - (conf.ABSOLUTE_TIMEOUT + 60) * 1000)
+        )
+        SessionEndRequest.objects.filter(id__in=_unlocked_ids(expired)).delete()
     access_lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
     recent = _wall_datetime(now_ms - int((access_lifetime + 120) * 1000))
     scopes = [
@@ -494,11 +496,26 @@ def session_ends_apply(*, user_id: int | None = None, batch: int = 1000, batches
                 return ended
             pending = [row.id for row in chunk if row.applied_at is None]
             if pending:
-                SessionEndRequest.objects.filter(id__in=pending).update(
-                    applied_at=_wall_datetime(now_ms)
-                )
+                with transaction.atomic():
+                    unmarked = SessionEndRequest.objects.filter(
+                        id__in=pending, applied_at__isnull=True
+                    )
+                    SessionEndRequest.objects.filter(id__in=_unlocked_ids(unmarked)).update(
+                        applied_at=_wall_datetime(now_ms)
+                    )
             after = chunk[-1].id
     return ended
+
+
+def _unlocked_ids(rows: QuerySet[SessionEndRequest]) -> list[int]:
+    """Lock `rows` in id order, skipping those another applier holds (it marks them itself).
+
+    Concurrent appliers (e.g. every loser of a refresh race) updating overlapping sets in
+    whatever order a scan yields deadlocked; locking in one order and skipping cannot.
+    """
+    return list(
+        rows.order_by("id").select_for_update(skip_locked=True).values_list("id", flat=True)
+    )
 
 
 def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:

@@ -9,13 +9,15 @@ Redis back. The Redis here is a real redis-server, paused with SIGSTOP as a hung
 import contextlib
 import os
 import signal
+import threading
 
 import pytest
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from accounts import livesessions, tasks
+from accounts import livesessions, services, tasks
 from accounts.events import EndReason
 from accounts.models import SessionEndRequest
 from accounts.tracking import tracker
@@ -150,3 +152,38 @@ def test_the_admin_lists_recorded_ends_read_only(user, django_user_model, passwo
         assert response.status_code == 200, query
     assert b"Session limit reached" in admin.get(url).content
     assert admin.get(reverse("admin:accounts_sessionendrequest_add")).status_code == 403
+
+
+def test_concurrent_appliers_of_overlapping_ends_never_deadlock(api_client, user, password):
+    """Every loser of a refresh race records an end and applies the user's pending ends at
+    once. Marking overlapping sets in scan order deadlocked (about one round in two, which
+    answered 503); locked in id order with the held rows skipped, every round completes and
+    every record ends up applied."""
+    sid = sid_of(login(api_client, user.username, password).json()["access"])
+    appliers = 19
+    failures: list[BaseException] = []
+
+    def applier(barrier: threading.Barrier) -> None:
+        try:
+            with transaction.atomic():
+                services.session_end_request_record(
+                    user_id=user.pk, sid=sid, reason=EndReason.REFRESH_REUSE
+                )
+            barrier.wait()
+            services.session_ends_apply(user_id=user.pk)
+        except BaseException as exc:  # collected, asserted on below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    for _ in range(10):
+        barrier = threading.Barrier(appliers)
+        threads = [threading.Thread(target=applier, args=(barrier,)) for _ in range(appliers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert not SessionEndRequest.objects.filter(applied_at__isnull=True).exists()
+    assert SessionEndRequest.objects.count() == 10 * appliers
+    assert live_session(sid).end_reason == EndReason.REFRESH_REUSE
