@@ -1,14 +1,7 @@
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
 
-from .admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
+from .admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
 from .models import IdleUser, PowerUser, SuspiciousIp, UserActivity
-
-
-def user_link(user_id: int, username: str) -> str:
-    url = reverse("admin:analytics_user_detail", args=[user_id])
-    return format_html('<a href="{}">{}</a>', url, username)
 
 
 class UserLinkMixin:

@@ -7,11 +7,18 @@ from django.contrib.admin import SimpleListFilter
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 VIEW_PERM = "analytics.view_analytics"
 CSV_ROW_LIMIT = 100_000
+
+
+def user_link(user_id: int, username: str) -> str:
+    """A link to the per-user report page, for every report that names a user."""
+    url = reverse("admin:analytics_user_detail", args=[user_id])
+    return format_html('<a href="{}">{}</a>', url, username)
 
 
 class CappedCountPaginator(Paginator):

@@ -55,7 +55,9 @@ def _add_histogram(family, label_values, raw: dict, buckets) -> None:
 
 def task_names() -> list[str]:
     """Our own Celery tasks: a bounded label set, known at import time."""
-    from sessionhub.celery import app
+    # The project's Celery app (sessionhub.celery makes itself the current one when the
+    # settings package loads); reached this way so this module never imports the wiring above.
+    from celery import current_app as app
 
     app.loader.import_default_modules()
     ours = ("sessionhub.", "accounts.", "audit.", "analytics.")
