@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from sessionhub.redis import get_redis
+from core.redis import get_redis
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +30,9 @@ def fresh_tracker():
 
 @pytest.fixture
 def frozen_clock(monkeypatch):
-    """Session logic's clock, moved by hand (sessionhub.clock.now)."""
+    """Session logic's clock, moved by hand (core.clock.now)."""
     from accounts.tests.helpers import FrozenClock
-    from sessionhub import clock
+    from core import clock
 
     frozen = FrozenClock(clock.now())
     monkeypatch.setattr(clock, "now", frozen)

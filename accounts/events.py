@@ -10,10 +10,10 @@ import logging
 
 from django.db import models
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Live sessions in Redis: the storage layer under accounts.services and accounts.tracking.
 
-Layout (all keys under the configured prefix, see sessionhub.rediskeys):
+Layout (all keys under the configured prefix, see core.rediskeys):
 
 * ``s:<sid>``         hash — u (user id, set once: a session belongs to one user), st
                       (started), la (last active), n (API calls), ip, ua,
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.conf import get_settings
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
 

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
+from core import clock
+from core.conf import get_settings
 
 from . import livesessions
 

@@ -14,10 +14,10 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import events, livesessions, throttling
 from .events import EndReason, FailureReason

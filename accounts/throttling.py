@@ -49,9 +49,9 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import clientip, events
 from .events import FailureReason, LockScope

@@ -61,10 +61,10 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import livesessions
 from .events import EndReason, session_anomaly_template

@@ -14,10 +14,10 @@ from accounts import livesessions, throttling
 from accounts.events import EventType
 from accounts.selectors import session_status
 from audit.models import AuditEvent, AuditSession
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from .models import DailyRollup, UserActivity
 

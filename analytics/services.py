@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 # In dependency order: each reads the one before.
 MATERIALIZED_VIEWS = (

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
-from analytics.admin_tools import (
+from core.admin_tools import (
     CappedCountPaginator,
     CsvExportMixin,
     ReportAdmin,

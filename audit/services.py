@@ -11,10 +11,10 @@ from django.db.models import Count
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from . import sync
 from .models import SyncQuarantine

@@ -43,9 +43,9 @@ from pathlib import Path
 from django.db import DataError, IntegrityError, connection, transaction
 
 from accounts.events import MAX_USER_AGENT, MAX_USERNAME, EventType
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.conf import get_settings
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .models import SyncQuarantine
 

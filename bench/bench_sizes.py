@@ -22,7 +22,7 @@ def run(duration: float) -> str:
     from accounts.events import EventType, event_payload
     from accounts.tracking import tracker
     from audit import services
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     count = COUNT if duration >= 30 else 20_000
     common.redis_flush()

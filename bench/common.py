@@ -88,7 +88,7 @@ def _create_database(database: dict) -> None:
 
 def redis_client():
     """The project's Redis client, as configured by bench.settings (database 12)."""
-    from sessionhub.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     db = client.connection_pool.connection_kwargs.get("db", 0)

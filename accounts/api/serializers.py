@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from accounts.models import User
-from sessionhub import clock
+from core import clock
 
 
 def no_surrogates(value: str) -> None:

@@ -10,8 +10,8 @@ from rest_framework.views import APIView
 from accounts import selectors, services, throttling
 from accounts.api import serializers
 from accounts.clientip import client_of
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE
 
 
 def _client(request) -> dict[str, str]:

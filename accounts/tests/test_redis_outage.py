@@ -5,8 +5,8 @@ from rest_framework.test import APIClient
 
 from accounts import livesessions
 from accounts.tracking import tracker
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, login, sid_of
 

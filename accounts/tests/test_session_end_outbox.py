@@ -19,7 +19,7 @@ from accounts import livesessions, tasks
 from accounts.events import EndReason
 from accounts.models import SessionEndRequest
 from accounts.tracking import tracker
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 from .helpers import bearer, live_session, login, sid_of
 

@@ -12,8 +12,8 @@ from accounts.tests.helpers import bearer, login
 from accounts.tracking import tracker
 from audit import services, sync
 from audit.models import AuditEvent, AuditSession
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -24,7 +24,7 @@ TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="")
 
 INSTALLED_APPS = [
     "django_prometheus",
-    "sessionhub.apps.SessionhubAdminConfig",
+    "reports.admin_apps.SessionhubAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "analytics",
+    "reports",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -49,10 +51,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "sessionhub.admin_session.AdminSessionTimeoutMiddleware",
+    "core.admin_session.AdminSessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "analytics.http_metrics.BoundedPrometheusAfterMiddleware",
+    "observability.http_metrics.BoundedPrometheusAfterMiddleware",
 ]
 # Latency buckets of django-prometheus' histograms (its default has 17, up to 75 s): enough to
 # read p50/p95 from 10 ms to 10 s; gunicorn ends a request at 30 s anyway.
@@ -132,11 +134,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["sessionhub.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "sessionhub.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -174,7 +176,7 @@ def simple_jwt_settings(signing_key: str) -> dict:
     }
 
 
-# The product's own knobs, validated by sessionhub.conf (unknown keys are an error).
+# The product's own knobs, validated by core.conf (unknown keys are an error).
 SESSIONHUB = {
     "REDIS_KEY_PREFIX": env.str("SESSIONHUB_REDIS_PREFIX", default="sh"),
     "IDLE_TIMEOUT": env.int("SESSION_IDLE_TIMEOUT", default=30 * 60),
@@ -208,7 +210,7 @@ SESSIONHUB = {
     "REVOCATION_ACK_TIMEOUT": env.float("REVOCATION_ACK_TIMEOUT", default=1.0),
     "ANOMALY_ACTION": env.str("SESSION_ANOMALY_ACTION", default="record"),
     "ANOMALY_WINDOW": env.int("SESSION_ANOMALY_WINDOW", default=300),
-    # The admin's cookie session (sessionhub.admin_session), ASVS 3.3.2 level 2 by default.
+    # The admin's cookie session (core.admin_session), ASVS 3.3.2 level 2 by default.
     "ADMIN_SESSION_IDLE_TIMEOUT": env.int("ADMIN_SESSION_IDLE_TIMEOUT", default=30 * 60),
     "ADMIN_SESSION_ABSOLUTE_TIMEOUT": env.int("ADMIN_SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600),
 }

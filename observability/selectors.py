@@ -2,7 +2,7 @@ import logging
 
 from django.db import DatabaseError, connection
 
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
+from core.redis import REDIS_UNAVAILABLE, get_redis
 
 logger = logging.getLogger(__name__)
 

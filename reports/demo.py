@@ -3,7 +3,7 @@
 Thirty days (by default) of logins, API calls, logouts, abandoned sessions, typos and
 credential-stuffing bursts go through `accounts.services.login`, the tracker that the DRF
 authentication calls, `logout`, the expiry job and the audit sync — exactly what production
-traffic does — with `sessionhub.clock` moved along instead of waiting. Reproducible: the same
+traffic does — with `core.clock` moved along instead of waiting. Reproducible: the same
 `--seed` gives the same workload.
 
 Profiles: power users (many long sessions, heavy calls), regular, occasional, idle (active only
@@ -27,7 +27,7 @@ from accounts import services as account_services
 from accounts.tracking import Verdict, tracker
 from analytics import services as analytics_services
 from audit import services as audit_services
-from sessionhub import clock
+from core import clock
 
 DAY = 86400
 HOUR_WEIGHTS = [1, 1, 1, 1, 1, 2, 3, 6, 9, 10, 10, 9, 7, 8, 10, 10, 9, 7, 5, 4, 3, 2, 2, 1]
@@ -105,7 +105,7 @@ class SimulatedClock:
 
 @contextmanager
 def simulated_time(start: float):
-    """Session logic (sessionhub.clock) follows `clock.value` while the block runs."""
+    """Session logic (core.clock) follows `clock.value` while the block runs."""
     simulated = SimulatedClock(start)
     real = clock.now
     clock.now = simulated

@@ -20,10 +20,10 @@ from prometheus_client.registry import Collector
 
 from accounts.events import EndReason, FailureReason, LockScope
 from accounts.livesessions import DURATION_BUCKETS
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 LOCKOUT_SCOPES = tuple(LockScope)
 TASK_DURATION_BUCKETS = (0.05, 0.25, 1, 5, 30, 120)

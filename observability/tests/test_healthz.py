@@ -1,7 +1,7 @@
 import pytest
 from django.db import connection
 
-from sessionhub.redis import get_redis
+from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from .admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
-from .models import IdleUser, PowerUser, SuspiciousIp, UserActivity
+from analytics.models import IdleUser, PowerUser, SuspiciousIp, UserActivity
+from core.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
 
 
 class UserLinkMixin:

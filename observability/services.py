@@ -1,6 +1,6 @@
-from sessionhub import clock
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.redis import get_redis
+from core.rediskeys import keys
 
 
 def celery_heartbeat_record() -> float:

@@ -14,8 +14,8 @@ from accounts.tracking import tracker
 from audit import services as audit_services
 from audit.models import AuditEvent
 from audit.tests.workload import NOW, build_world
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from sessionhub import services
+from observability import services
 
 
 # Named explicitly: the name is the `task` label of the Celery metrics, whatever module holds it.

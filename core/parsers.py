@@ -1,6 +1,6 @@
 """The API's request parsers.
 
-Kept apart from `sessionhub.api`: DRF reads DEFAULT_PARSER_CLASSES while `rest_framework.views`
+Kept apart from `core.api`: DRF reads DEFAULT_PARSER_CLASSES while `rest_framework.views`
 is first imported, so a module that imports `rest_framework.views` cannot also be the one the
 setting names (importing it first would find itself half-initialised).
 """

@@ -1,6 +1,6 @@
 from django import template
 
-from sessionhub import clock
+from core import clock
 
 register = template.Library()
 

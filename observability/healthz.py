@@ -1,6 +1,6 @@
 from django.http import JsonResponse
 
-from sessionhub import selectors
+from observability import selectors
 
 
 def healthz(request):

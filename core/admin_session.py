@@ -2,7 +2,7 @@
 
 Django ends a session SESSION_COOKIE_AGE after its last save and has no idle bound. This
 middleware keeps two timestamps in the session — signed in (stamped at the login, by a
-`user_logged_in` receiver connected in sessionhub.apps), last seen — and logs the
+`user_logged_in` receiver connected in reports.admin_apps), last seen — and logs the
 session out (row deleted, cookie cleared) before any view runs once it has been idle for
 ADMIN_SESSION_IDLE_TIMEOUT or signed in for ADMIN_SESSION_ABSOLUTE_TIMEOUT; the admin then asks
 for the password again. SESSION_COOKIE_AGE is the absolute bound too, so the browser and the
@@ -18,8 +18,8 @@ up to TOUCH_INTERVAL before its idle timeout, never after. Requests without a si
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, logout
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
+from core import clock
+from core.conf import get_settings
 
 SIGNED_IN_AT = "_sessionhub_signed_in_at"
 SEEN_AT = "_sessionhub_seen_at"

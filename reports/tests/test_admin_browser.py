@@ -16,9 +16,9 @@ from django.contrib.auth.models import Permission
 from accounts import services as account_services
 from accounts.tracking import tracker
 from analytics import services as analytics_services
-from analytics.demo import simulated_time
 from audit import services as audit_services
-from sessionhub import clock
+from core import clock
+from reports.demo import simulated_time
 
 pytestmark = [
     pytest.mark.slow,

@@ -8,8 +8,8 @@ import time
 
 from celery import signals
 
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from .metrics import TASK_DURATION_BUCKETS, histogram_observe
 

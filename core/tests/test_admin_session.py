@@ -1,7 +1,7 @@
 """The admin's session ends after 30 minutes idle or 12 hours signed in (ASVS 3.3.2, level 2).
 
 Replayed as a stolen or forgotten admin cookie would be used: signed in through the admin's own
-login form, then the clock moves (sessionhub.clock, which the middleware reads) and the same
+login form, then the clock moves (core.clock, which the middleware reads) and the same
 cookie asks for the admin again through the real session store (PostgreSQL).
 """
 
@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from sessionhub.admin_session import SEEN_AT, SIGNED_IN_AT
+from core.admin_session import SEEN_AT, SIGNED_IN_AT
 
 pytestmark = pytest.mark.django_db
 
@@ -131,7 +131,7 @@ def test_requests_without_a_session_cookie_never_load_one(client):
 
 @pytest.mark.parametrize(("idle", "absolute"), [(0, 3600), (7200, 3600)])
 def test_inconsistent_bounds_are_refused(settings, idle, absolute):
-    from sessionhub.conf import get_settings
+    from core.conf import get_settings
 
     settings.SESSIONHUB = {
         **settings.SESSIONHUB,

@@ -7,7 +7,7 @@ from functools import cache
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.clientip import client_ip
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 
 @cache

@@ -4,7 +4,7 @@ All keys share one prefix (`SESSIONHUB["REDIS_KEY_PREFIX"]`), so the tests can u
 and a shared Redis can host several deployments.
 """
 
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 
 class _Keys:

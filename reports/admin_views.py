@@ -15,11 +15,11 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import services as account_services
 from accounts.events import EndReason
-from sessionhub import clock
-from sessionhub.redis import REDIS_UNAVAILABLE
-
-from . import charts, selectors
-from .admin_tools import csv_response
+from analytics import selectors
+from core import clock
+from core.admin_tools import csv_response
+from core.redis import REDIS_UNAVAILABLE
+from reports import charts
 
 VIEW_PERM = "analytics.view_analytics"
 MANAGE_PERM = "analytics.manage_sessions"

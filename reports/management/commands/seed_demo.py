@@ -2,8 +2,8 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from analytics import demo
 from audit.models import AuditSession
+from reports import demo
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from sessionhub.redis import REDIS_UNAVAILABLE
+from core.redis import REDIS_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
