@@ -7,6 +7,7 @@ carries a password or a raw token.
 
 import json
 import logging
+from collections.abc import Callable
 
 from django.db import models
 
@@ -110,10 +111,19 @@ def event_payload(
     return json.dumps(payload, separators=(",", ":"))
 
 
+# Where an event waits while Redis is away: the tracker's buffer, delivered by its next flush.
+# Set by AccountsConfig.ready(), so that this module (which the tracker imports) does not import
+# the tracker back.
+_deliver_later: Callable[[str], None] | None = None
+
+
+def deliver_later_with(sink: Callable[[str], None]) -> None:
+    global _deliver_later
+    _deliver_later = sink
+
+
 def append(payload: str) -> None:
     """Append one event; when Redis is away, hand it to the tracker to deliver later."""
-    from accounts.tracking import tracker
-
     try:
         get_redis().xadd(
             keys.events(),
@@ -122,7 +132,10 @@ def append(payload: str) -> None:
             approximate=True,
         )
     except REDIS_UNAVAILABLE:
-        tracker.defer_event(payload)
+        if _deliver_later is None:
+            logger.warning("event not recorded: redis unavailable")
+            return
+        _deliver_later(payload)
 
 
 def login_payload(

@@ -24,9 +24,13 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
+
+import redis
+from redis.commands.core import Script
 
 from core.conf import get_settings
-from core.redis import get_redis
+from core.redis import as_text, get_redis
 from core.rediskeys import keys
 
 from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
@@ -51,11 +55,11 @@ def script_source(name: str) -> str:
 
 
 @cache
-def _script(name: str, client):
+def _script(name: str, client: redis.Redis) -> Script:
     return client.register_script(script_source(name))
 
 
-def script(name: str):
+def script(name: str) -> Script:
     """A registered Lua script (EVALSHA, falling back to EVAL once after a Redis restart)."""
     return _script(name, get_redis())
 
@@ -165,7 +169,7 @@ def start_args(
     return script_keys, args
 
 
-def start(**kwargs) -> list[str]:
+def start(**kwargs: Any) -> list[str]:
     """Open a session; returns the sids of the user's oldest sessions the limit ended."""
     script_keys, args = start_args(**kwargs)
     opened, evicted = script("session_start")(keys=script_keys, args=args)
@@ -181,8 +185,8 @@ def end(
     ended_at: float,
     actor_id: int | None = None,
     idle_timeout: int | None = None,
-    client=None,
-):
+    client: Any = None,
+) -> Any:
     """End one session exactly once. Returns the script's answer (1 ended now, 0 already,
     -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
     event = event_payload(END_EVENT_TYPE[reason], sid=sid, reason=str(reason), actor_id=actor_id)
@@ -226,13 +230,16 @@ def get_many(sids: list[str]) -> list[LiveSession]:
 
 
 def user_sids(user_id: int) -> list[str]:
-    return sorted(member.decode() for member in get_redis().smembers(keys.user_sessions(user_id)))
+    return sorted(as_text(member) for member in get_redis().smembers(keys.user_sessions(user_id)))
 
 
 def recently_ended(since: float) -> dict[str, float]:
     """Sids ended since ``since`` → end time: what every process must refuse."""
-    rows = get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True)
-    return {sid.decode(): score for sid, score in rows}
+    rows = cast(
+        list[tuple[bytes, float]],
+        get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True),
+    )
+    return {as_text(sid): score for sid, score in rows}
 
 
 def count_active(since: float) -> int:

@@ -57,6 +57,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -460,7 +461,7 @@ class Tracker:
         if batch is None:
             return True
         conf = get_settings()
-        args = [
+        args: list[Any] = [
             keys.session_prefix(),
             keys.user_sessions(""),
             batch.sequence,

@@ -4,10 +4,13 @@ Each function makes a fixed, small number of queries whatever the data size; the
 assert those numbers.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
 from accounts import livesessions, throttling
@@ -22,7 +25,7 @@ from core.rediskeys import keys
 from .models import DailyRollup, UserActivity
 
 
-def _rows(sql: str, params=()) -> list[tuple]:
+def _rows(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -160,7 +163,7 @@ def live_sessions_page(
             if oldest_first
             else client.zrevrangebyscore(keys.active_index(), high, low, start=start, num=per_page)
         )
-        sids = [sid.decode() for sid in found]
+        sids = [sid.decode() for sid in cast(list[bytes], found)]
         sessions = livesessions.get_many(sids)
     names = dict(
         get_user_model()
@@ -250,7 +253,7 @@ class TimelineEntry:
 
 @dataclass
 class UserDetail:
-    user: object
+    user: AbstractBaseUser
     activity: UserActivity | None
     live: list[LiveRow]
     live_available: bool

@@ -3,8 +3,10 @@
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count
@@ -120,7 +122,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
 
 # --- the quarantine ----------------------------------------------------------------------------
 
-QUARANTINE_STATE = {
+QUARANTINE_STATE: dict[str, str] = {
     SyncQuarantine.Kind.SESSION: "quarantined:sessions",
     SyncQuarantine.Kind.EVENT: "quarantined:events",
 }
@@ -129,7 +131,7 @@ QUARANTINE_STATE = {
 def quarantine_count_publish() -> dict[str, int]:
     """Put the number of quarantined rows, by kind, where /metrics reads it (Redis): every
     scrape then tells it without a database query."""
-    counts = dict.fromkeys(QUARANTINE_STATE, 0)
+    counts: dict[str, int] = dict.fromkeys(QUARANTINE_STATE, 0)
     counts.update(SyncQuarantine.objects.values_list("kind").annotate(n=Count("id")).order_by())
     get_redis().hset(
         keys.sync_state(), mapping={QUARANTINE_STATE[kind]: n for kind, n in counts.items()}
@@ -157,7 +159,7 @@ def _retry_sessions(rows: list[SyncQuarantine], anonymize_ip: bool) -> sync.Writ
         sids.append(sid)
         pipe.delete(scratch_prefix.encode() + sid)
         if fields:
-            pipe.hset(scratch_prefix.encode() + sid, mapping=fields)
+            pipe.hset(scratch_prefix.encode() + sid, mapping=dict[Any, Any](fields))
         pipe.sadd(scratch_set, sid)
     pipe.execute()
     landed = refused = 0
@@ -231,7 +233,9 @@ class PruneResult:
     orphans: int = 0
 
 
-def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
+def _delete_in_batches(
+    sql: str, params: list, batch: int, progress: Callable[[int], None] | None
+) -> int:
     total = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -244,7 +248,12 @@ def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
             return total
 
 
-def audit_prune(*, older_than: timedelta, batch: int = 10_000, progress=None) -> PruneResult:
+def audit_prune(
+    *,
+    older_than: timedelta,
+    batch: int = 10_000,
+    progress: Callable[[int], None] | None = None,
+) -> PruneResult:
     """Delete events and ended sessions older than the cut-off, in short transactions."""
     cutoff = timezone.now() - older_than
     events = _delete_in_batches(

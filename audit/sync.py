@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from django.db import DataError, IntegrityError, connection, transaction
 
@@ -750,8 +751,9 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
     quarantined = quarantined_keys(SyncQuarantine.Kind.EVENT)
     written = quarantined_now = handled = 0
     while True:
-        entries = client.xrange(
-            keys.events(), min=f"({position[0]}-{position[1]}", count=batch_size
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            client.xrange(keys.events(), min=f"({position[0]}-{position[1]}", count=batch_size),
         )
         if not entries:
             break

@@ -15,8 +15,13 @@ up to TOUCH_INTERVAL before its idle timeout, never after. Requests without a si
 (the API's bearer tokens, /healthz, /metrics) never load one, so they cost nothing here.
 """
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, logout
+from django.contrib.sessions.backends.base import SessionBase
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 from core import clock
 from core.conf import get_settings
@@ -27,17 +32,17 @@ TOUCH_INTERVAL = 60
 
 
 class AdminSessionTimeoutMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         # No cookie, no session to bound: the session is not even touched (which would add
         # "Vary: Cookie" to every API answer).
         if settings.SESSION_COOKIE_NAME in request.COOKIES and SESSION_KEY in request.session:
             self._bound(request, request.session)
         return self.get_response(request)
 
-    def _bound(self, request, session) -> None:
+    def _bound(self, request: HttpRequest, session: SessionBase) -> None:
         conf = get_settings()
         now = clock.now()
         signed_in_at = session.get(SIGNED_IN_AT)
@@ -54,7 +59,9 @@ class AdminSessionTimeoutMiddleware:
             session[SEEN_AT] = now
 
 
-def stamp_sign_in(sender, request, user, **kwargs) -> None:
+def stamp_sign_in(
+    sender: object, request: HttpRequest | None, user: object, **kwargs: object
+) -> None:
     """`user_logged_in` receiver: the clocks start with the login, saved with its session."""
     if request is not None and hasattr(request, "session"):
         request.session[SIGNED_IN_AT] = request.session[SEEN_AT] = clock.now()

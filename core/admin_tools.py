@@ -1,13 +1,16 @@
 """Admin building blocks shared by the report pages: read-only access, bounded counts, CSV."""
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+from django.contrib import admin
 from django.contrib.admin import SimpleListFilter
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
-from django.urls import path, reverse
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
@@ -31,10 +34,11 @@ class CappedCountPaginator(Paginator):
     def count(self) -> int:
         # Unordered: which CAP + 1 rows are counted does not matter, and an ORDER BY would make
         # PostgreSQL sort the whole report before it could stop.
-        return self.object_list.order_by()[: self.CAP + 1].count()
+        rows: Any = self.object_list  # a QuerySet: the admin paginates querysets only
+        return rows.order_by()[: self.CAP + 1].count()
 
 
-class ReportAdmin:
+class ReportAdmin(admin.ModelAdmin):
     """A read-only report: needs staff status plus the analytics permission."""
 
     paginator = CappedCountPaginator
@@ -42,24 +46,24 @@ class ReportAdmin:
     list_per_page = 50
     actions = None
 
-    def has_view_permission(self, request, obj=None):
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)
 
-    def has_module_permission(self, request):
+    def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
 class _Echo:
-    def write(self, value):
+    def write(self, value: str) -> str:
         return value
 
 
@@ -67,7 +71,7 @@ class _Echo:
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def csv_cell(value) -> str:
+def csv_cell(value: object) -> str:
     """One cell as text a spreadsheet shows and never evaluates.
 
     Usernames of failed logins and User-Agents are whatever an anonymous client sent: text
@@ -80,12 +84,12 @@ def csv_cell(value) -> str:
 
 
 def csv_response(
-    *, filename: str, header: Iterable[str], rows: Iterable[Iterable]
+    *, filename: str, header: Iterable[str], rows: Iterable[Iterable[object]]
 ) -> StreamingHttpResponse:
     """The one CSV writer of the admin: streamed, every cell through `csv_cell`."""
     writer = csv.writer(_Echo())
 
-    def lines():
+    def lines() -> Iterator[str]:
         yield writer.writerow([csv_cell(value) for value in header])
         for row in rows:
             yield writer.writerow([csv_cell(value) for value in row])
@@ -95,13 +99,13 @@ def csv_response(
     return response
 
 
-class CsvExportMixin:
+class CsvExportMixin(admin.ModelAdmin):
     """An "Export CSV" button exporting the changelist as filtered, searched and sorted."""
 
     csv_fields: tuple[str, ...] = ()
     change_list_template = "admin/analytics/change_list_csv.html"
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         return [
             path(
@@ -112,11 +116,11 @@ class CsvExportMixin:
             *super().get_urls(),
         ]
 
-    def csv_value(self, obj, name: str):
+    def csv_value(self, obj: Model, name: str) -> object:
         value = getattr(obj, name)
         return value() if callable(value) else value
 
-    def export_csv(self, request):
+    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         changelist = self.get_changelist_instance(request)
@@ -130,17 +134,21 @@ class CsvExportMixin:
         )
 
 
-def fixed_choices_filter(field: str, title: str, choices: list[tuple[str, str]]):
+def fixed_choices_filter(
+    field: str, title: str, choices: list[tuple[str, str]]
+) -> type[SimpleListFilter]:
     """A list filter with known choices: Django's default would run SELECT DISTINCT over the
     whole column (a full scan of ten million events) on every page view."""
 
     class FixedChoicesFilter(SimpleListFilter):
         parameter_name = field
 
-        def lookups(self, request, model_admin):
+        def lookups(
+            self, request: HttpRequest, model_admin: admin.ModelAdmin
+        ) -> list[tuple[str, str]]:
             return choices
 
-        def queryset(self, request, queryset):
+        def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
             if self.value() is None:
                 return queryset
             return queryset.filter(**{field: self.value()})

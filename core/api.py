@@ -1,6 +1,7 @@
 """API-wide plumbing: the exception handler that keeps every error a clean JSON answer."""
 
 import logging
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection
 from rest_framework import status
@@ -12,7 +13,7 @@ from core.redis import REDIS_UNAVAILABLE
 logger = logging.getLogger(__name__)
 
 
-def _unavailable(what: str, context) -> Response:
+def _unavailable(what: str, context: dict[str, Any]) -> Response:
     logger.warning("%s: %s unavailable", context["view"].__class__.__name__, what)
     return Response(
         {"detail": f"The {what} is unavailable; try again shortly."},
@@ -21,7 +22,7 @@ def _unavailable(what: str, context) -> Response:
     )
 
 
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     # Views that need a store that is away cannot answer: say so (503), don't crash (500).
     if isinstance(exc, REDIS_UNAVAILABLE):
         return _unavailable("live session store", context)

@@ -7,6 +7,7 @@ of silently falling back to a default.
 
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -60,10 +61,11 @@ def _build(raw: dict) -> SessionhubSettings:
     missing = sorted(set(known) - set(raw))
     if missing:
         raise ImproperlyConfigured(f"Missing SESSIONHUB setting(s): {', '.join(missing)}")
-    values = {}
+    values: dict[str, Any] = {}
     for name, field in known.items():
         value = raw[name]
         expected = field.type
+        assert isinstance(expected, type)  # the fields above are plain classes, not strings
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected):
@@ -104,7 +106,7 @@ def get_settings() -> SessionhubSettings:
     return _build(settings.SESSIONHUB)
 
 
-def _reset(*, setting: str, **kwargs) -> None:
+def _reset(*, setting: str, **kwargs: object) -> None:
     if setting == "SESSIONHUB":
         get_settings.cache_clear()
 

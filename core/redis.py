@@ -25,7 +25,13 @@ def get_redis() -> redis.Redis:
     )
 
 
-def _reset(*, setting: str, **kwargs) -> None:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text: the client answers bytes (responses are not decoded, so binary
+    fields pass through untouched)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _reset(*, setting: str, **kwargs: object) -> None:
     if setting == "REDIS_URL":
         get_redis.cache_clear()
 

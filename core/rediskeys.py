@@ -18,7 +18,7 @@ class _Keys:
     def session_prefix(self) -> str:
         return f"{self.prefix}:s:"
 
-    def user_sessions(self, user_id: int) -> str:
+    def user_sessions(self, user_id: int | str) -> str:
         return f"{self.prefix}:u:{user_id}"
 
     def active_index(self) -> str:

@@ -183,8 +183,8 @@ class SessionhubCollector(Collector):
         ended = CounterMetricFamily(
             "sessions_ended", "Sessions ended, by reason.", labels=["reason"]
         )
-        for reason in EndReason:
-            ended.add_metric([reason.value], stat(f"sessions_ended:{reason.value}"))
+        for end_reason in EndReason:
+            ended.add_metric([end_reason.value], stat(f"sessions_ended:{end_reason.value}"))
         yield ended
 
         errors = CounterMetricFamily(

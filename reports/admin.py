@@ -59,8 +59,9 @@ class IdleForFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "never":
             return queryset.filter(never_active=True)
-        if self.value() in {"7", "30", "90"}:
-            days = int(self.value())
+        value = self.value()
+        if value is not None and value in {"7", "30", "90"}:
+            days = int(value)
             return queryset.filter(idle_days__gte=days) | queryset.filter(never_active=True)
         return queryset
 

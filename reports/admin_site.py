@@ -11,7 +11,7 @@ class SessionhubAdminSite(admin.AdminSite):
     index_template = "admin/sessionhub_index.html"
 
     @property
-    def login_form(self):
+    def login_form(self):  # type: ignore[override]  # a class attribute in Django's AdminSite
         # Imported late: this module loads before the apps' models are ready.
         from accounts.forms import AdminLoginForm
 

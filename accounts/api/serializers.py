@@ -61,10 +61,10 @@ class LiveSessionSerializer(serializers.Serializer):
     status = serializers.CharField()
     current = serializers.BooleanField()
 
-    def get_started_at(self, obj) -> str:
+    def get_started_at(self, obj) -> str | None:
         return _iso(obj.session.started_at)
 
-    def get_last_active(self, obj) -> str:
+    def get_last_active(self, obj) -> str | None:
         return _iso(obj.session.last_active)
 
 
