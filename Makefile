@@ -20,6 +20,10 @@ test:
 	@echo "==> ruff check"
 	@ruff check .
 	@ruff format --check --quiet . || (echo "Run 'make lint' to format." && exit 1)
+	@echo "==> lint-imports (the layers, see README: Development)"
+	@lint-imports --no-cache
+	@echo "==> mypy"
+	@DJANGO_SETTINGS_MODULE=sessionhub.settings.test mypy
 	@echo "==> makemigrations --check"
 	@. .local/services.env && DJANGO_SETTINGS_MODULE=sessionhub.settings.test python manage.py makemigrations --check --dry-run
 	@echo "==> pytest"

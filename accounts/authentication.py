@@ -7,6 +7,7 @@ user is valid, because disabling a user or changing a password ends its sessions
 """
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
@@ -16,6 +17,9 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from .clientip import client_ip
 from .events import MAX_USER_AGENT, clean_text
 from .tracking import Verdict, tracker
+
+if TYPE_CHECKING:
+    from .models import User
 
 SESSION_ENDED = "Session has ended; log in again."
 
@@ -35,7 +39,7 @@ class SessionUser:
     def __init__(self, user_id: int, sid: str) -> None:
         self.id = self.pk = user_id
         self.sid = sid
-        self._user = None
+        self._user: User | None = None
 
     def get_user(self):
         if self._user is None:

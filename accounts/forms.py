@@ -22,6 +22,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         username = self.cleaned_data.get("username")
         password = self.cleaned_data.get("password")
         if username is not None and password:
+            assert self.request is not None  # the admin always builds its login form with one
             try:
                 user = services.admin_login(
                     username=username, password=password, **client_of(self.request.META)
@@ -35,6 +36,6 @@ class AdminLoginForm(AdminAuthenticationForm):
                 ) from exc
             except services.LoginFailed as exc:
                 raise self.get_invalid_login_error() from exc
-            user.backend = MODEL_BACKEND
+            user.backend = MODEL_BACKEND  # type: ignore[attr-defined]  # as login() expects
             self.user_cache = user
         return self.cleaned_data

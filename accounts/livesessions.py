@@ -1,6 +1,6 @@
 """Live sessions in Redis: the storage layer under accounts.services and accounts.tracking.
 
-Layout (all keys under the configured prefix, see sessionhub.rediskeys):
+Layout (all keys under the configured prefix, see core.rediskeys):
 
 * ``s:<sid>``         hash — u (user id, set once: a session belongs to one user), st
                       (started), la (last active), n (API calls), ip, ua,
@@ -22,17 +22,43 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from functools import cache
+from enum import StrEnum
 from pathlib import Path
+from typing import Any, cast
 
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from redis.commands.core import Script
 
-from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
+from core import lua
+from core.conf import get_settings
+from core.redis import as_text, get_redis
+from core.rediskeys import keys
 
-# session_duration_seconds buckets (the seed's); shared by the end script and the collector.
+from . import events
+from .events import EndReason
+
+# session_duration_seconds buckets (the seed's), in seconds, each an inclusive upper bound: the
+# end script's histogram, the collector and the SQL duration rollup (tested against this).
 DURATION_BUCKETS = (60, 300, 900, 3600, 86400)
+
+
+class SessionStatus(StrEnum):
+    """How recently a live session was used, by the configured windows; the SQL function
+    analytics_session_status() says the same (tested against `session_status`)."""
+
+    ACTIVE_NOW = "active_now"
+    RECENT = "recent"
+    IDLE = "idle"
+
+
+def session_status(last_active: float, now: float) -> SessionStatus:
+    conf = get_settings()
+    age = now - last_active
+    if age < conf.ACTIVE_WINDOW:
+        return SessionStatus.ACTIVE_NOW
+    if age < conf.RECENT_WINDOW:
+        return SessionStatus.RECENT
+    return SessionStatus.IDLE
+
 
 LUA_DIR = Path(__file__).parent / "lua"
 # Scripts that end sessions share one definition of how (end_session.lua), put in front of them.
@@ -46,18 +72,12 @@ class SessionIdTaken(Exception):
 
 
 def script_source(name: str) -> str:
-    parts = [*INCLUDES.get(name, ()), name]
-    return "\n".join((LUA_DIR / f"{part}.lua").read_text() for part in parts)
+    return lua.source(LUA_DIR, name, INCLUDES.get(name, ()))
 
 
-@cache
-def _script(name: str, client):
-    return client.register_script(script_source(name))
-
-
-def script(name: str):
-    """A registered Lua script (EVALSHA, falling back to EVAL once after a Redis restart)."""
-    return _script(name, get_redis())
+def script(name: str) -> Script:
+    """A registered Lua script of the live-session record (see core.lua)."""
+    return lua.script(LUA_DIR, name, INCLUDES.get(name, ()))
 
 
 def new_sid() -> str:
@@ -123,8 +143,7 @@ def parse_session(sid: str, values: list) -> LiveSession | None:
 def start_args(
     *, sid: str, user_id: int, started_at: float, ip: str, user_agent: str, username: str
 ) -> tuple[list, list]:
-    event = event_payload(
-        EventType.LOGIN,
+    event = events.login_payload(
         user_id=user_id,
         username=username,
         ip=ip,
@@ -133,9 +152,8 @@ def start_args(
         occurred_at=started_at,
     )
     conf = get_settings()
-    limit_event = event_payload(
-        END_EVENT_TYPE[EndReason.SESSION_LIMIT], reason=str(EndReason.SESSION_LIMIT)
-    )
+    # Completed by the start script for each session the limit ends (its sid, uid, ts).
+    limit_event = events.session_ended_payload(sid="", reason=EndReason.SESSION_LIMIT)
     script_keys = [
         keys.session(sid),
         keys.active_index(),
@@ -165,7 +183,7 @@ def start_args(
     return script_keys, args
 
 
-def start(**kwargs) -> list[str]:
+def start(**kwargs: Any) -> list[str]:
     """Open a session; returns the sids of the user's oldest sessions the limit ended."""
     script_keys, args = start_args(**kwargs)
     opened, evicted = script("session_start")(keys=script_keys, args=args)
@@ -181,11 +199,11 @@ def end(
     ended_at: float,
     actor_id: int | None = None,
     idle_timeout: int | None = None,
-    client=None,
-):
+    client: Any = None,
+) -> Any:
     """End one session exactly once. Returns the script's answer (1 ended now, 0 already,
     -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
-    event = event_payload(END_EVENT_TYPE[reason], sid=sid, reason=str(reason), actor_id=actor_id)
+    event = events.session_ended_payload(sid=sid, reason=reason, actor_id=actor_id)
     script_keys = [
         keys.session(sid),
         keys.active_index(),
@@ -226,13 +244,16 @@ def get_many(sids: list[str]) -> list[LiveSession]:
 
 
 def user_sids(user_id: int) -> list[str]:
-    return sorted(member.decode() for member in get_redis().smembers(keys.user_sessions(user_id)))
+    return sorted(as_text(member) for member in get_redis().smembers(keys.user_sessions(user_id)))
 
 
 def recently_ended(since: float) -> dict[str, float]:
     """Sids ended since ``since`` → end time: what every process must refuse."""
-    rows = get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True)
-    return {sid.decode(): score for sid, score in rows}
+    rows = cast(
+        list[tuple[bytes, float]],
+        get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True),
+    )
+    return {as_text(sid): score for sid, score in rows}
 
 
 def count_active(since: float) -> int:

@@ -20,7 +20,7 @@ class User(AbstractUser):
     the beat job finds it back; meanwhile their refresh tokens are refused.
     """
 
-    class Meta(AbstractUser.Meta):
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # django-stubs omits it
         swappable = "AUTH_USER_MODEL"
         db_table = "accounts_user"
 

@@ -4,6 +4,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,10 +15,10 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import events, livesessions, throttling
 from .events import EndReason, FailureReason
@@ -46,7 +47,7 @@ class SessionEnded(Exception):
 class ForeignSession(InvalidToken):
     """The token's session belongs to another user."""
 
-    default_detail = "Token does not belong to its session."
+    default_detail: Any = "Token does not belong to its session."
     default_code = "token_not_valid"
 
 
@@ -126,6 +127,7 @@ def password_authenticate(
         raise LoginThrottled(admission.retry_after(now))
     user, failure = _check_credentials(username, password)
     if user is None:
+        assert failure is not None  # every refusal names its reason
         throttling.failure_record(
             username=username, ip=ip, user_agent=user_agent, reason=failure, now=now
         )
@@ -220,7 +222,7 @@ def _refresh_claims(
     raw: str, token_class: type[RefreshToken] = RefreshToken
 ) -> tuple[RefreshToken, str, int, int]:
     try:
-        refresh = token_class(raw)  # signature, expiry, type (and the blacklist, by default)
+        refresh = token_class(raw)  # type: ignore[arg-type]  # simplejwt types it Token; signature, expiry, type (and the blacklist, by default)
     except TokenError as exc:
         raise InvalidToken(str(exc)) from exc
     sid, user_id, started = refresh.get("sid"), refresh.get("user_id"), refresh.get("sst")
@@ -295,12 +297,12 @@ def token_refresh(*, raw_refresh: str, ip: str, user_agent: str) -> TokenPair:
 def token_verify(*, raw_token: str) -> None:
     """Valid signature, not expired, not blacklisted, and its session still live."""
     try:
-        token = UntypedToken(raw_token)
+        token = UntypedToken(raw_token)  # type: ignore[arg-type]  # simplejwt: a str is fine
     except TokenError as exc:
         raise InvalidToken(str(exc)) from exc
     if token.get("token_type") == "refresh":
         try:
-            RefreshToken(raw_token)  # also checks the blacklist
+            RefreshToken(raw_token)  # type: ignore[arg-type]  # also checks the blacklist
         except TokenError as exc:
             raise InvalidToken(str(exc)) from exc
     sid, user_id, started = token.get("sid"), token.get("user_id"), token.get("sst")
@@ -362,7 +364,8 @@ def sessions_end_all(*, actor_id: int | None = None, batch: int = 500) -> int:
     remaining = client.zcard(keys.started_index())
     ended = 0
     while remaining > 0:
-        sids = [sid.decode() for sid in client.zrange(keys.started_index(), 0, batch - 1)]
+        members = cast(list[bytes], client.zrange(keys.started_index(), 0, batch - 1))
+        sids = [member.decode() for member in members]
         if not sids:
             break
         ended += sum(
@@ -385,8 +388,11 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
 
     def end_all(index: str, cutoff: float, reason: EndReason) -> None:
         while True:
-            due = client.zrangebyscore(
-                index, "-inf", f"({cutoff}", start=0, num=batch, withscores=True
+            due = cast(
+                list[tuple[bytes, float]],
+                client.zrangebyscore(
+                    index, "-inf", f"({cutoff}", start=0, num=batch, withscores=True
+                ),
             )
             if not due:
                 return

@@ -48,10 +48,11 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import clientip, events
 from .events import FailureReason, LockScope
@@ -264,15 +265,16 @@ def lockouts_current(*, now: float, limit: int = 500) -> list[Lockout]:
     """Locks in force now, soonest to expire first."""
     client = get_redis()
     client.zremrangebyscore(keys.lockouts(), "-inf", now)
-    members = client.zrangebyscore(
-        keys.lockouts(), now, "+inf", start=0, num=limit, withscores=True
+    members = cast(
+        list[tuple[bytes, float]],
+        client.zrangebyscore(keys.lockouts(), now, "+inf", start=0, num=limit, withscores=True),
     )
     pipe = client.pipeline(transaction=False)
-    for key, _ in members:
-        pipe.hmget(key, "user", "ip")
+    for member, _ in members:
+        pipe.hmget(member, "user", "ip")
     found = []
-    for (key, until), (user, ip) in zip(members, pipe.execute(), strict=True):
-        key = key.decode()
+    for (raw_key, until), (user, ip) in zip(members, pipe.execute(), strict=True):
+        key = raw_key.decode()
         found.append(
             Lockout(
                 key,
@@ -292,7 +294,9 @@ def lockout_lift(*, key: str, actor_id: int, now: float) -> Lockout | None:
     if scope is None:
         return None
     conf, client = get_settings(), get_redis()
-    user, ip, until, period = client.hmget(key, "user", "ip", "until", "period")
+    user, ip, until, period = cast(
+        list[bytes | None], client.hmget(key, "user", "ip", "until", "period")
+    )
     closed = 0
     if period:
         closed = script("lockout_close")(

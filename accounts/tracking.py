@@ -57,14 +57,15 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from . import livesessions
 from .events import EndReason, session_anomaly_template
@@ -460,7 +461,7 @@ class Tracker:
         if batch is None:
             return True
         conf = get_settings()
-        args = [
+        args: list[Any] = [
             keys.session_prefix(),
             keys.user_sessions(""),
             batch.sequence,

@@ -8,8 +8,6 @@ class AnalyticsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import celery_signals  # noqa: F401 - connects the task signal handlers
-
         post_migrate.connect(_thresholds_after_migrate, sender=self)
 
 

@@ -4,25 +4,28 @@ Each function makes a fixed, small number of queries whatever the data size; the
 assert those numbers.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
 from accounts import livesessions, throttling
 from accounts.events import EventType
-from accounts.selectors import session_status
+from accounts.livesessions import SessionStatus
 from audit.models import AuditEvent, AuditSession
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.rediskeys import keys
 
 from .models import DailyRollup, UserActivity
 
 
-def _rows(sql: str, params=()) -> list[tuple]:
+def _rows(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -113,18 +116,16 @@ class LivePage:
         return max(1, -(-self.total // self.per_page))
 
 
-STATUS_BOUNDS = ("active_now", "recent", "idle")
-
-
 def _score_range(status: str | None, now: float) -> tuple[str, str]:
     conf = get_settings()
     active, recent = now - conf.ACTIVE_WINDOW, now - conf.RECENT_WINDOW
-    return {
+    ranges: dict[str | None, tuple[str, str]] = {
         None: ("+inf", "-inf"),
-        "active_now": ("+inf", f"{active}"),
-        "recent": (f"({active}", f"{recent}"),
-        "idle": (f"({recent}", "-inf"),
-    }[status]
+        SessionStatus.ACTIVE_NOW: ("+inf", f"{active}"),
+        SessionStatus.RECENT: (f"({active}", f"{recent}"),
+        SessionStatus.IDLE: (f"({recent}", "-inf"),
+    }
+    return ranges[status]
 
 
 def live_sessions_page(
@@ -147,7 +148,8 @@ def live_sessions_page(
         sessions = [
             s
             for s in sessions
-            if not s.is_ended and (status is None or session_status(s.last_active, now) == status)
+            if not s.is_ended
+            and (status is None or livesessions.session_status(s.last_active, now) == status)
         ]
         total = len(sessions)
         sessions = sessions[(page - 1) * per_page : page * per_page]
@@ -160,7 +162,7 @@ def live_sessions_page(
             if oldest_first
             else client.zrevrangebyscore(keys.active_index(), high, low, start=start, num=per_page)
         )
-        sids = [sid.decode() for sid in found]
+        sids = [sid.decode() for sid in cast(list[bytes], found)]
         sessions = livesessions.get_many(sids)
     names = dict(
         get_user_model()
@@ -168,7 +170,11 @@ def live_sessions_page(
         .values_list("pk", "username")
     )
     rows = [
-        LiveRow(s, names.get(s.user_id, f"#{s.user_id}"), session_status(s.last_active, now))
+        LiveRow(
+            s,
+            names.get(s.user_id, f"#{s.user_id}"),
+            livesessions.session_status(s.last_active, now),
+        )
         for s in sessions
     ]
     return LivePage(rows, total, page, per_page)
@@ -250,7 +256,7 @@ class TimelineEntry:
 
 @dataclass
 class UserDetail:
-    user: object
+    user: AbstractBaseUser
     activity: UserActivity | None
     live: list[LiveRow]
     live_available: bool

@@ -1,11 +1,12 @@
 """Writes of the analytics layer: thresholds for the views, and the rollup refresh."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
 
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 # In dependency order: each reads the one before.
 MATERIALIZED_VIEWS = (
@@ -39,7 +40,7 @@ class RefreshResult:
     seconds: dict[str, float]
 
 
-def analytics_refresh(*, progress=None) -> RefreshResult:
+def analytics_refresh(*, progress: Callable[[str, float], None] | None = None) -> RefreshResult:
     """Refresh the rollups CONCURRENTLY: readers keep the old rows until the new ones commit."""
     thresholds_sync()
     timings = {}

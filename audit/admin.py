@@ -7,12 +7,12 @@ from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
-from analytics.admin import user_link
-from analytics.admin_tools import (
+from core.admin_tools import (
     CappedCountPaginator,
     CsvExportMixin,
     ReportAdmin,
     fixed_choices_filter,
+    user_link,
 )
 
 from .models import AuditEvent, AuditSession, SyncQuarantine

@@ -1,8 +1,8 @@
 """Writes of the audit trail: the sync from Redis, retention, and the flush of old tokens."""
 
 import logging
-import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,10 +11,12 @@ from django.db.models import Count
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-from sessionhub import clock
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from accounts import export
+from core import clock
+from core.conf import get_settings
+from core.locks import RedisLock
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from . import sync
 from .models import SyncQuarantine
@@ -25,38 +27,14 @@ logger = logging.getLogger(__name__)
 # Renewed after every commit; short, so a worker killed mid-run holds the others back briefly.
 SYNC_LOCK_SECONDS = 30
 
-RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
-
-class SyncLock:
-    """One sync at a time (beat overlap, two beats, a manual run): SET NX with a token,
-    renewed between batches, released only by its holder. Correctness never depends on it —
-    the writes are idempotent — it only saves doing the work twice."""
+class SyncLock(RedisLock):
+    """One sync at a time (beat overlap, two beats, a manual run), renewed between batches.
+    Correctness never depends on it — the writes are idempotent — it only saves doing the
+    work twice."""
 
     def __init__(self, ttl: float = SYNC_LOCK_SECONDS) -> None:
-        self.key = keys.sync_lock()
-        self.token = secrets.token_hex(16)
-        self.ttl_ms = int(ttl * 1000)
-        self.client = get_redis()
-
-    def acquire(self) -> bool:
-        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
-
-    def renew(self) -> None:
-        if not self.client.eval(RENEW_LOCK, 1, self.key, self.token, self.ttl_ms):
-            raise RuntimeError("sync lock lost (expired while running); stopping this run")
-
-    def release(self) -> None:
-        self.client.eval(RELEASE_LOCK, 1, self.key, self.token)
+        super().__init__(keys.sync_lock(), ttl, name="sync lock")
 
 
 @dataclass(frozen=True)
@@ -120,7 +98,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
 
 # --- the quarantine ----------------------------------------------------------------------------
 
-QUARANTINE_STATE = {
+QUARANTINE_STATE: dict[str, str] = {
     SyncQuarantine.Kind.SESSION: "quarantined:sessions",
     SyncQuarantine.Kind.EVENT: "quarantined:events",
 }
@@ -129,7 +107,7 @@ QUARANTINE_STATE = {
 def quarantine_count_publish() -> dict[str, int]:
     """Put the number of quarantined rows, by kind, where /metrics reads it (Redis): every
     scrape then tells it without a database query."""
-    counts = dict.fromkeys(QUARANTINE_STATE, 0)
+    counts: dict[str, int] = dict.fromkeys(QUARANTINE_STATE, 0)
     counts.update(SyncQuarantine.objects.values_list("kind").annotate(n=Count("id")).order_by())
     get_redis().hset(
         keys.sync_state(), mapping={QUARANTINE_STATE[kind]: n for kind, n in counts.items()}
@@ -145,32 +123,16 @@ class RetryResult:
 
 
 def _retry_sessions(rows: list[SyncQuarantine], anonymize_ip: bool) -> sync.Written:
-    """Each stored hash rendered again by the current reader, under keys of its own (a live
-    session of the same id is not touched), and written by the current writer."""
-    client = get_redis()
-    scratch_set, scratch_prefix = keys.quarantine_retry_set(), keys.quarantine_retry_prefix()
-    sids = []
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(scratch_set)
-    for row in rows:
-        sid, fields = sync.parse_raw_row(row.raw)
-        sids.append(sid)
-        pipe.delete(scratch_prefix.encode() + sid)
-        if fields:
-            pipe.hset(scratch_prefix.encode() + sid, mapping=fields)
-        pipe.sadd(scratch_set, sid)
-    pipe.execute()
+    """Each stored hash rendered again by the current reader and written by the current
+    writer."""
+    hashes = [sync.parse_raw_row(row.raw) for row in rows]
     landed = refused = 0
     quarantined = {row.key for row in rows}
-    try:
-        for batch in sync._read_session_batches(
-            len(rows), inflight=scratch_set, prefix=scratch_prefix
-        ):
+    with export.sessions_rendered(hashes) as batches:
+        for batch in batches:
             written = sync.write_sessions(batch, anonymize_ip=anonymize_ip, quarantined=quarantined)
             landed += written.rows
             refused += written.quarantined
-    finally:
-        client.delete(scratch_set, *(scratch_prefix.encode() + sid for sid in sids))
     # A hash gone entirely (nothing to render) cannot be written: it stays, refused again.
     return sync.Written(landed, len(rows) - landed)
 
@@ -231,7 +193,9 @@ class PruneResult:
     orphans: int = 0
 
 
-def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
+def _delete_in_batches(
+    sql: str, params: list, batch: int, progress: Callable[[int], None] | None
+) -> int:
     total = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -244,7 +208,12 @@ def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
             return total
 
 
-def audit_prune(*, older_than: timedelta, batch: int = 10_000, progress=None) -> PruneResult:
+def audit_prune(
+    *,
+    older_than: timedelta,
+    batch: int = 10_000,
+    progress: Callable[[int], None] | None = None,
+) -> PruneResult:
     """Delete events and ended sessions older than the cut-off, in short transactions."""
     cutoff = timezone.now() - older_than
     events = _delete_in_batches(

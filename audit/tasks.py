@@ -33,7 +33,7 @@ def sync_sessions(self) -> dict:
 def prune_audit() -> dict:
     from datetime import timedelta
 
-    from sessionhub.conf import get_settings
+    from core.conf import get_settings
 
     result = services.audit_prune(older_than=timedelta(days=get_settings().AUDIT_RETENTION_DAYS))
     return {"events": result.events, "sessions": result.sessions, "orphans": result.orphans}

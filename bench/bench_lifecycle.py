@@ -36,7 +36,7 @@ def run(duration: float) -> str:
     from accounts.events import EndReason
     from accounts.models import SessionEndRequest
     from accounts.tracking import tracker
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     quick = duration < 30
     users_n = 2_000 if quick else 10_000

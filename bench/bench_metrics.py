@@ -21,7 +21,7 @@ SCRAPES = 30
 
 
 def _fill_sessions(count: int) -> None:
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     client = common.redis_client()
     now = time.time()

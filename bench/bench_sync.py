@@ -56,7 +56,7 @@ def _truncate() -> None:
 
 def _populate(sids: list[str], users: list[int], now: float) -> list[tuple]:
     """Sessions as the tracker leaves them in Redis, marked dirty. Returns their rows."""
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     client = common.redis_client()
     rng = random.Random(len(sids))
@@ -100,7 +100,7 @@ def _sync() -> tuple[int, float]:
 def _naive(sids: list[str]) -> float:
     """update_or_create per row, one Redis command per session: sessions per second."""
     from audit.models import AuditSession
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     client = common.redis_client()
     started = time.perf_counter()

@@ -185,7 +185,7 @@ def server_ok_responses(metrics_dir: Path) -> int | None:
 def tracked_check(sids: list[str], runs: list[WrkResult], server_ok: int | None) -> dict:
     """Σ api_call_count over the case's sessions and the stats hash, against what was served."""
     from accounts import livesessions
-    from sessionhub.rediskeys import keys
+    from core.rediskeys import keys
 
     client = common.redis_client()
     found = livesessions.get_many(sids)

@@ -23,9 +23,9 @@ from rest_framework_simplejwt.authentication import (
 )
 
 from accounts.authentication import SessionJWTAuthentication, SessionUser, session_claims
-from sessionhub import clock
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.redis import get_redis
+from core.rediskeys import keys
 
 PG_TABLES = {"pg-hot": "bench_session_hot", "pg-1000": "bench_session_1000"}
 

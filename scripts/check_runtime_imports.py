@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_PACKAGES = ("sessionhub", "accounts", "audit", "analytics")
+APP_PACKAGES = ("core", "accounts", "audit", "analytics", "reports", "observability", "sessionhub")
 # Throwaway values so the production settings load; nothing connects anywhere.
 PRODUCTION_PLACEHOLDERS = {
     "DJANGO_SETTINGS_MODULE": "sessionhub.settings.production",

@@ -4,6 +4,6 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sessionhub.settings.local")
 
-app = Celery("sessionhub", include=["sessionhub.tasks"])
+app = Celery("sessionhub", include=["observability.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from analytics.views import metrics
-from sessionhub import views
+from observability.healthz import healthz
+from observability.views import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,6 +15,6 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
         name="docs",
     ),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
 ]

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from accounts.models import User
-from sessionhub import clock
+from core import clock
 
 
 def no_surrogates(value: str) -> None:
@@ -61,10 +61,10 @@ class LiveSessionSerializer(serializers.Serializer):
     status = serializers.CharField()
     current = serializers.BooleanField()
 
-    def get_started_at(self, obj) -> str:
+    def get_started_at(self, obj) -> str | None:
         return _iso(obj.session.started_at)
 
-    def get_last_active(self, obj) -> str:
+    def get_last_active(self, obj) -> str | None:
         return _iso(obj.session.last_active)
 
 

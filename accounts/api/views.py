@@ -10,8 +10,8 @@ from rest_framework.views import APIView
 from accounts import selectors, services, throttling
 from accounts.api import serializers
 from accounts.clientip import client_of
-from sessionhub.conf import get_settings
-from sessionhub.redis import REDIS_UNAVAILABLE
+from core.conf import get_settings
+from core.redis import REDIS_UNAVAILABLE
 
 
 def _client(request) -> dict[str, str]:
@@ -132,8 +132,8 @@ class SessionPagination(LimitOffsetPagination):
 
     max_limit = 1000
 
-    @property
-    def default_limit(self) -> int:
+    @property  # read per request: the setting may change in tests
+    def default_limit(self) -> int:  # type: ignore[override]
         return get_settings().SESSION_LIST_PAGE_SIZE
 
 
@@ -148,7 +148,8 @@ class SessionListView(GenericAPIView):
     )
     def get(self, request):
         views = selectors.sessions_for_user(user_id=request.user.id, current_sid=request.user.sid)
-        page = self.paginate_queryset(views)
+        # DRF paginates any sequence; the stubs ask for a QuerySet.
+        page: list | None = self.paginate_queryset(views)  # type: ignore[arg-type]
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 

@@ -5,7 +5,7 @@ from accounts.tracking import tracker
 
 
 class FrozenClock:
-    """A clock the test moves by hand; session logic reads it through sessionhub.clock.now."""
+    """A clock the test moves by hand; session logic reads it through core.clock.now."""
 
     def __init__(self, start: float) -> None:
         self.now = start

@@ -8,9 +8,9 @@ import pytest
 from django.test import Client
 
 from accounts import throttling
-from sessionhub import clock
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import login
 

@@ -12,9 +12,9 @@ from accounts.events import EndReason
 from accounts.tracking import tracker
 from audit import services as audit_services
 from audit.models import AuditEvent
-from sessionhub import clock
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core import clock
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, live_session, login, sid_of
 
@@ -205,7 +205,7 @@ def test_a_stolen_token_replayed_through_the_proxy_is_ended_in_every_worker(
 def test_an_unknown_action_is_refused_at_start(settings):
     from django.core.exceptions import ImproperlyConfigured
 
-    from sessionhub.conf import get_settings
+    from core.conf import get_settings
 
     settings.SESSIONHUB = {**settings.SESSIONHUB, "ANOMALY_ACTION": "block"}
     with pytest.raises(ImproperlyConfigured, match="SESSION_ANOMALY_ACTION"):

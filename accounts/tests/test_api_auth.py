@@ -8,8 +8,8 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts import livesessions
 from accounts.events import EndReason
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, live_session, login, sid_of
 

@@ -11,8 +11,8 @@ import pytest
 
 from audit import services as audit_services
 from audit.models import AuditEvent, AuditSession
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from accounts import livesessions
 from accounts.events import EndReason, EventType
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, live_session, sid_of
 

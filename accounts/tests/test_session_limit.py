@@ -9,9 +9,9 @@ from rest_framework.test import APIClient
 
 from accounts import livesessions
 from accounts.events import EndReason, EventType
-from sessionhub.conf import get_settings
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.conf import get_settings
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, live_session, login, sid_of
 

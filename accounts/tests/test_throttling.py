@@ -9,8 +9,8 @@ import pytest
 from accounts import services, throttling
 from audit import services as audit_services
 from audit.models import AuditEvent
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import login
 

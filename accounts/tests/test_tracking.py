@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 from accounts import livesessions, services
 from accounts.events import EndReason
 from accounts.tracking import Tracker, Verdict, tracker
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 from .helpers import bearer, live_session, login, sid_of
 

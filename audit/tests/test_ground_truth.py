@@ -1,6 +1,6 @@
 """Every analytic against a workload whose true numbers are known.
 
-"Now" is 2026-11-20 14:30 UTC for the session logic (sessionhub.clock) and for the SQL views
+"Now" is 2026-11-20 14:30 UTC for the session logic (core.clock) and for the SQL views
 (SET sessionhub.now). The timeline, and what it must give, is written out here by hand.
 
 alice  11-18 10:00 login; 100 calls 10:10; 50 calls 10:35; logout 10:40

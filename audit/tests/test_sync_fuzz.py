@@ -21,8 +21,8 @@ from accounts.events import MAX_USER_AGENT, MAX_USERNAME
 from accounts.livesessions import new_sid
 from audit import services, sync
 from audit.models import AuditEvent, AuditSession, SyncQuarantine
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

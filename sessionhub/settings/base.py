@@ -24,7 +24,7 @@ TRUSTED_PROXIES = env.str("TRUSTED_PROXIES", default="")
 
 INSTALLED_APPS = [
     "django_prometheus",
-    "sessionhub.apps.SessionhubAdminConfig",
+    "reports.admin_apps.SessionhubAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "analytics",
+    "reports",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -49,10 +51,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "sessionhub.admin_session.AdminSessionTimeoutMiddleware",
+    "core.admin_session.AdminSessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "analytics.http_metrics.BoundedPrometheusAfterMiddleware",
+    "observability.http_metrics.BoundedPrometheusAfterMiddleware",
 ]
 # Latency buckets of django-prometheus' histograms (its default has 17, up to 75 s): enough to
 # read p50/p95 from 10 ms to 10 s; gunicorn ends a request at 30 s anyway.
@@ -132,11 +134,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["sessionhub.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "sessionhub.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -174,7 +176,7 @@ def simple_jwt_settings(signing_key: str) -> dict:
     }
 
 
-# The product's own knobs, validated by sessionhub.conf (unknown keys are an error).
+# The product's own knobs, validated by core.conf (unknown keys are an error).
 SESSIONHUB = {
     "REDIS_KEY_PREFIX": env.str("SESSIONHUB_REDIS_PREFIX", default="sh"),
     "IDLE_TIMEOUT": env.int("SESSION_IDLE_TIMEOUT", default=30 * 60),
@@ -198,7 +200,13 @@ SESSIONHUB = {
     "LOGIN_ACCOUNT_FAILURE_LIMIT": env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20),
     "LOGIN_ACCOUNT_DELAY_SECONDS": env.int("LOGIN_ACCOUNT_DELAY_SECONDS", default=60),
     "LOGIN_KNOWN_ADDRESS_DAYS": env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=30),
+    # Seconds between the beat jobs' runs (CELERY_BEAT_SCHEDULE below reads them here).
     "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
+    "SESSION_END_APPLY_INTERVAL": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),
+    "SESSION_RECONCILE_INTERVAL": env.float("SESSION_RECONCILE_INTERVAL", default=300.0),
+    "SESSION_EXPIRE_INTERVAL": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+    "ANALYTICS_REFRESH_INTERVAL": env.float("ANALYTICS_REFRESH_INTERVAL", default=60.0),
+    "CELERY_HEARTBEAT_INTERVAL": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),
     "SYNC_BATCH_SIZE": env.int("SYNC_BATCH_SIZE", default=2000),
     "SYNC_COMMIT_ROWS": env.int("SYNC_COMMIT_ROWS", default=20_000),
     "AUDIT_RETENTION_DAYS": env.int("AUDIT_RETENTION_DAYS", default=90),
@@ -208,7 +216,7 @@ SESSIONHUB = {
     "REVOCATION_ACK_TIMEOUT": env.float("REVOCATION_ACK_TIMEOUT", default=1.0),
     "ANOMALY_ACTION": env.str("SESSION_ANOMALY_ACTION", default="record"),
     "ANOMALY_WINDOW": env.int("SESSION_ANOMALY_WINDOW", default=300),
-    # The admin's cookie session (sessionhub.admin_session), ASVS 3.3.2 level 2 by default.
+    # The admin's cookie session (core.admin_session), ASVS 3.3.2 level 2 by default.
     "ADMIN_SESSION_IDLE_TIMEOUT": env.int("ADMIN_SESSION_IDLE_TIMEOUT", default=30 * 60),
     "ADMIN_SESSION_ABSOLUTE_TIMEOUT": env.int("ADMIN_SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600),
 }
@@ -234,13 +242,13 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "audit-sync": {
         "task": "audit.tasks.sync_sessions",
-        "schedule": env.float("SYNC_INTERVAL", default=10.0),
+        "schedule": SESSIONHUB["SYNC_INTERVAL"],
         # A run that could not start within one interval is superseded by the next one.
-        "options": {"expires": env.float("SYNC_INTERVAL", default=10.0)},
+        "options": {"expires": SESSIONHUB["SYNC_INTERVAL"]},
     },
     "analytics-refresh": {
         "task": "analytics.tasks.refresh_analytics",
-        "schedule": env.float("ANALYTICS_REFRESH_INTERVAL", default=60.0),
+        "schedule": SESSIONHUB["ANALYTICS_REFRESH_INTERVAL"],
         "options": {"expires": 60},
     },
     "audit-prune": {
@@ -257,17 +265,17 @@ CELERY_BEAT_SCHEDULE = {
     # sessions", a reused refresh token) reach Redis here when they could not at once.
     "session-ends-apply": {
         "task": "accounts.tasks.session_ends_apply",
-        "schedule": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),
-        "options": {"expires": env.float("SESSION_END_APPLY_INTERVAL", default=5.0)},
+        "schedule": SESSIONHUB["SESSION_END_APPLY_INTERVAL"],
+        "options": {"expires": SESSIONHUB["SESSION_END_APPLY_INTERVAL"]},
     },
     "sessions-reconcile": {
         "task": "accounts.tasks.sessions_reconcile",
-        "schedule": env.float("SESSION_RECONCILE_INTERVAL", default=300.0),
+        "schedule": SESSIONHUB["SESSION_RECONCILE_INTERVAL"],
         "options": {"expires": 300},
     },
     "sessions-expire": {
         "task": "accounts.tasks.sessions_expire",
-        "schedule": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+        "schedule": SESSIONHUB["SESSION_EXPIRE_INTERVAL"],
         "options": {"expires": 30},
     },
     "lockout-periods-close": {
@@ -277,7 +285,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "celery-heartbeat": {
         "task": "sessionhub.tasks.heartbeat",
-        "schedule": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),
+        "schedule": SESSIONHUB["CELERY_HEARTBEAT_INTERVAL"],
         "options": {"expires": 30},
     },
 }

@@ -8,8 +8,8 @@ import time
 import pytest
 from django.conf import settings
 
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
+from core.redis import get_redis
+from core.rediskeys import keys
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,15 @@ def variables_read_by_the_code() -> set[str]:
         re.compile(r'\benv(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"'),
         re.compile(r'environ(?:\.get|\.setdefault)?[\(\[]\s*"([A-Z][A-Z0-9_]+)"'),
     ]
-    for folder in ("sessionhub", "accounts", "audit", "analytics"):
+    for folder in (
+        "core",
+        "accounts",
+        "audit",
+        "analytics",
+        "reports",
+        "observability",
+        "sessionhub",
+    ):
         for path in (ROOT / folder).rglob("*.py"):
             if "tests" in path.parts:
                 continue

@@ -53,7 +53,7 @@ def test_production_refuses_unsafe_values(change, named):
 def test_unknown_product_setting_is_an_error(settings):
     from django.core.exceptions import ImproperlyConfigured
 
-    from sessionhub.conf import get_settings
+    from core.conf import get_settings
 
     settings.SESSIONHUB = {**settings.SESSIONHUB, "IDLE_TIMEOUTT": 5}
     with pytest.raises(ImproperlyConfigured, match="IDLE_TIMEOUTT"):

@@ -206,7 +206,7 @@ def run_celery_tasks() -> None:
     """The beat-scheduled tasks, run in this process as a worker would run them: the task
     signals record their figures in Redis, where the app's /metrics reads them."""
     from audit.tasks import sync_sessions
-    from sessionhub.tasks import heartbeat
+    from observability.tasks import heartbeat
 
     for task in (heartbeat, sync_sessions):
         result = task.apply()

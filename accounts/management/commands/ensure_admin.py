@@ -35,6 +35,7 @@ class Command(BaseCommand):
             secret_file = Path(settings.BASE_DIR) / ".local" / "admin-password"
             secret_file.parent.mkdir(exist_ok=True)
             secret_file.touch(mode=0o600)
+            assert result.password is not None  # generated, since none was given
             secret_file.write_text(result.password)
             self.stdout.write(
                 f"    password: {result.password}\n"

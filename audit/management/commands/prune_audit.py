@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from audit import services
-from sessionhub.conf import get_settings
+from core.conf import get_settings
 
 UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 

@@ -1,0 +1,124 @@
+from django.contrib import admin
+
+from accounts.livesessions import SessionStatus
+from analytics.models import IdleUser, PowerUser, SuspiciousIp, UserActivity
+from core.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
+
+
+class UserLinkMixin:
+    """A "user" column linking to the per-user page, for rows with user_id and username."""
+
+    @admin.display(description="user", ordering="username")
+    def user_link(self, obj):
+        return user_link(obj.user_id, obj.username)
+
+
+class WindowFilter(admin.SimpleListFilter):
+    title = "window"
+    parameter_name = "window"
+
+    def lookups(self, request, model_admin):
+        return [("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+
+    def choices(self, changelist):
+        # No "All": the windows overlap, so mixing them would count the same calls thrice.
+        current = self.value() or "24h"
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() if self.value() in {"24h", "7d", "30d"} else "24h"
+        return queryset.filter(window=value)
+
+
+@admin.register(PowerUser)
+class PowerUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("user_link", "api_calls", "days_active_30d", "last_active")
+    list_filter = (WindowFilter,)
+    search_fields = ("username",)
+    ordering = ("-api_calls", "user_id")
+    sortable_by = ("api_calls", "days_active_30d", "last_active")
+    csv_fields = ("window", "user_id", "username", "api_calls", "days_active_30d", "last_active")
+
+
+class IdleForFilter(admin.SimpleListFilter):
+    title = "idle for"
+    parameter_name = "idle"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("7", "7 days or more"),
+            ("30", "30 days or more"),
+            ("90", "90 days or more"),
+            ("never", "never active"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "never":
+            return queryset.filter(never_active=True)
+        value = self.value()
+        if value is not None and value in {"7", "30", "90"}:
+            days = int(value)
+            return queryset.filter(idle_days__gte=days) | queryset.filter(never_active=True)
+        return queryset
+
+
+@admin.register(IdleUser)
+class IdleUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("user_link", "email", "last_active", "idle_days", "never_active", "date_joined")
+    list_filter = (IdleForFilter,)
+    search_fields = ("username", "email")
+    ordering = ("-idle_days", "user_id")
+    csv_fields = (
+        "user_id",
+        "username",
+        "email",
+        "last_active",
+        "idle_days",
+        "never_active",
+        "date_joined",
+    )
+
+
+@admin.register(UserActivity)
+class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = (
+        "user_link",
+        "status",
+        "last_active",
+        "api_calls_24h",
+        "api_calls_7d",
+        "api_calls_30d",
+        "days_active_30d",
+    )
+    list_filter = (
+        fixed_choices_filter("status", "status", [(s.value, s.value) for s in SessionStatus]),
+        "never_active",
+        "is_active",
+    )
+    search_fields = ("username", "email")
+    ordering = ("-api_calls_24h", "user_id")
+    csv_fields = (
+        "user_id",
+        "username",
+        "email",
+        "status",
+        "first_active",
+        "last_active",
+        "api_calls_24h",
+        "api_calls_7d",
+        "api_calls_30d",
+        "days_active_30d",
+    )
+
+
+@admin.register(SuspiciousIp)
+class SuspiciousIpAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
+    list_display = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
+    search_fields = ("user_agent",)
+    ordering = ("-usernames_tried", "-attempts")
+    csv_fields = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")

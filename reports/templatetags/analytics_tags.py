@@ -1,0 +1,20 @@
+from django import template
+
+from core import clock
+
+register = template.Library()
+
+
+@register.filter
+def epoch(value):
+    """Epoch seconds (as Redis keeps them) to an aware datetime for the `date` filter."""
+    if value in (None, ""):
+        return None
+    return clock.to_datetime(float(value))
+
+
+@register.filter
+def seconds_to_hms(value) -> str:
+    seconds = int(value or 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

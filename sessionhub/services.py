@@ -1,9 +1,0 @@
-from sessionhub import clock
-from sessionhub.redis import get_redis
-from sessionhub.rediskeys import keys
-
-
-def celery_heartbeat_record() -> float:
-    stamp = clock.now()
-    get_redis().set(keys.celery_heartbeat(), repr(stamp))
-    return stamp
