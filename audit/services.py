@@ -16,7 +16,7 @@ from sessionhub.conf import get_settings
 from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
 
-from . import sync
+from . import partitions, sync
 from .models import SyncQuarantine
 from .sync import Progress
 
@@ -229,6 +229,7 @@ class PruneResult:
     events: int
     sessions: int
     orphans: int = 0
+    partitions: tuple[str, ...] = ()
 
 
 def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
@@ -245,13 +246,23 @@ def _delete_in_batches(sql: str, params: list, batch: int, progress) -> int:
 
 
 def audit_prune(*, older_than: timedelta, batch: int = 10_000, progress=None) -> PruneResult:
-    """Delete events and ended sessions older than the cut-off, in short transactions."""
+    """Delete events and ended sessions older than the cut-off.
+
+    Events: every monthly partition wholly past the cut-off is dropped (a catalog change,
+    whatever the month holds); the rest — the older days of the month the cut-off falls in,
+    and anything old in the default partition — are deleted in short transactions.
+    """
     cutoff = timezone.now() - older_than
-    events = _delete_in_batches(
-        "DELETE FROM audit_event WHERE id IN ("
-        "  SELECT id FROM audit_event WHERE occurred_at < %s LIMIT %s)",
-        [cutoff], batch, progress,
+    dropped = partitions.partitions_drop_before(cutoff)
+    if progress and dropped.rows:
+        progress(dropped.rows)
+    # The outer condition on the partition key keeps the delete to the partitions it can touch.
+    events = dropped.rows + _delete_in_batches(
+        "DELETE FROM audit_event WHERE occurred_at < %s AND (id, occurred_at) IN ("
+        "  SELECT id, occurred_at FROM audit_event WHERE occurred_at < %s LIMIT %s)",
+        [cutoff, cutoff], batch, progress,
     )  # fmt: skip
+    partitions.partitions_ensure()
     sessions = _delete_in_batches(
         "DELETE FROM audit_session WHERE sid IN ("
         "  SELECT sid FROM audit_session WHERE ended_at < %s LIMIT %s)",
@@ -271,7 +282,9 @@ def audit_prune(*, older_than: timedelta, batch: int = 10_000, progress=None) ->
             " WHERE NOT EXISTS (SELECT 1 FROM accounts_user u WHERE u.id = a.user_id)"
         )
         orphans += cursor.rowcount
-    return PruneResult(events=events, sessions=sessions, orphans=orphans)
+    return PruneResult(
+        events=events, sessions=sessions, orphans=orphans, partitions=tuple(dropped.partitions)
+    )
 
 
 def outstanding_tokens_flush() -> int:

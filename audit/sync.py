@@ -183,7 +183,7 @@ SELECT e.stream_id, e.event_type, u.id, e.username, e.ip, e.user_agent, e.sessio
 FROM sync_event_stage e
 LEFT JOIN accounts_user u ON u.id = e.user_id
 LEFT JOIN accounts_user a ON a.id = e.actor_id
-ON CONFLICT (stream_id) DO NOTHING
+ON CONFLICT (stream_id, occurred_at) DO NOTHING
 """  # noqa: S608 - built from constant column names
 
 ADVANCE_CURSOR = """
