@@ -54,13 +54,13 @@ def partition_name(month: datetime) -> str:
     return f"{TABLE}_y{month:%Y}m{month:%m}"
 
 
-def partitions_list() -> list[Partition]:
+def partitions_list(*, table: str = TABLE) -> list[Partition]:
     """The monthly partitions, oldest first (the default partition is not among them)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
             " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
-            [TABLE],
+            [table],
         )
         rows = cursor.fetchall()
     partitions = []
@@ -131,11 +131,12 @@ class Dropped:
     rows: int
 
 
-def partitions_drop_before(cutoff: datetime) -> Dropped:
+def partitions_drop_before(cutoff: datetime, *, table: str = TABLE) -> Dropped:
     """Drop every monthly partition that ends at or before `cutoff`: its rows are all past
-    retention. Counted first (the count reports what the prune removed)."""
+    retention. Counted first (the count reports what the prune removed). `table`: bench_prune
+    measures this on a copy."""
     names, rows = [], 0
-    for partition in partitions_list():
+    for partition in partitions_list(table=table):
         if partition.end > cutoff:
             break
         with transaction.atomic(), connection.cursor() as cursor:

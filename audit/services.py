@@ -16,7 +16,7 @@ from sessionhub.conf import get_settings
 from sessionhub.redis import get_redis
 from sessionhub.rediskeys import keys
 
-from . import partitions, sync
+from . import lost, partitions, sync
 from .models import SyncQuarantine
 from .sync import Progress
 
@@ -69,6 +69,7 @@ class SyncResult:
     skipped: bool = False
     quarantined_sessions: int = 0
     quarantined_events: int = 0
+    lost: int = 0
 
 
 def sync_backlog() -> tuple[int, int]:
@@ -94,6 +95,8 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
     try:
         sessions = sync.sync_sessions(batch_size=batch_size, progress=progress, renew=lock.renew)
         events = sync.sync_events(batch_size=batch_size, progress=progress, renew=lock.renew)
+        # After the sessions: every session Redis knows is in PostgreSQL as Redis has it.
+        lost_sessions = lost.sessions_lost_close()
         quarantine_count_publish()
     except Exception:
         client.hincrby(keys.stats(), "sync_runs:error", 1)
@@ -115,6 +118,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
         backlog_events,
         quarantined_sessions=sessions.quarantined,
         quarantined_events=events.quarantined,
+        lost=lost_sessions.closed,
     )
 
 

@@ -26,6 +26,7 @@ def sync_sessions(self) -> dict:
         "events": result.events,
         "skipped": result.skipped,
         "quarantined": result.quarantined_sessions + result.quarantined_events,
+        "lost": result.lost,
     }
 
 
