@@ -45,10 +45,17 @@ logger = logging.getLogger(__name__)
 SWEEP_INTERVAL = 3600
 GRACE_SECONDS = 5.0
 
+# A page of open sessions after a position, in the order of the partial index of open
+# sessions (audit_session_open_started): memory stays bounded whatever their number.
 OPEN_SESSIONS = """
-SELECT sid, extract(epoch FROM started_at)::float8, extract(epoch FROM last_active)::float8
-FROM audit_session WHERE ended_at IS NULL
+SELECT sid, started_at, extract(epoch FROM started_at)::float8,
+       extract(epoch FROM last_active)::float8
+FROM audit_session
+WHERE ended_at IS NULL AND (started_at, sid) > (%s, %s)
+ORDER BY started_at, sid
+LIMIT %s
 """
+BEFORE_ALL = ("-infinity", "")
 
 # The timeouts are checked again against the row as it is now: a session the sync wrote
 # meanwhile (its client came back) stays open.
@@ -115,21 +122,25 @@ def _close(client, sids: list[str], now: float) -> int:
 
 
 def _sweep(client, now: float, batch: int) -> tuple[int, int]:
-    with connection.cursor() as cursor:
-        cursor.execute(OPEN_SESSIONS)
-        rows = cursor.fetchall()
     closed = waiting = 0
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        known = _known(client, [sid for sid, _, _ in chunk])
+    position = BEFORE_ALL
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(OPEN_SESSIONS, [*position, batch])
+            chunk = cursor.fetchall()
+        if not chunk:
+            return closed, waiting
+        position = (chunk[-1][1], chunk[-1][0])
+        known = _known(client, [row[0] for row in chunk])
         missing = [row for row, found in zip(chunk, known, strict=True) if not found]
-        due_at = {sid: _due_at(started, last) for sid, started, last in missing}
+        due_at = {sid: _due_at(started, last) for sid, _, started, last in missing}
         closed += _close(client, [sid for sid, at in due_at.items() if at <= now], now)
         later = {sid: at for sid, at in due_at.items() if at > now}
         if later:
             client.zadd(keys.lost_suspects(), later)
             waiting += len(later)
-    return closed, waiting
+        if len(chunk) < batch:
+            return closed, waiting
 
 
 def _close_due_suspects(client, now: float, batch: int) -> int:

@@ -157,3 +157,15 @@ def test_lost_is_shown_in_the_session_history_and_its_csv(
     exported = client.get(reverse("admin:audit_auditsession_export_csv"), {"end_reason": "lost"})
     rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode())))
     assert [(row["sid"], row["end_reason"]) for row in rows] == [(sid, "lost")]
+
+
+def test_the_sweep_pages_through_the_open_sessions(api_client, user, password, frozen_clock):
+    sids = {sid_of(_session(api_client, user, password)["access"]) for _ in range(3)}
+    _sync()
+    get_redis().flushdb()
+    frozen_clock.advance(_past_idle_timeout())
+
+    result = lost.sessions_lost_close(batch=1)
+
+    assert result.swept and result.closed == 3
+    assert set(AuditSession.objects.filter(end_reason="lost").values_list("sid", flat=True)) == sids
