@@ -21,7 +21,7 @@ audit_event_failed_login_hour), foreign keys, comments and grants are carried ov
 are, and the views and materialized views that read audit_event (found in the catalog, with
 their indexes, comments and grants) are recreated on the new table. Reversible the same way.
 
-Time: the copy and the index builds; about a minute per few million events.
+Time: the copy and the index builds, under the lock: 25 s for 2M events on a 2-core machine.
 """
 
 import datetime as dt
