@@ -158,3 +158,8 @@ def test_prune_drops_whole_months_and_deletes_the_rest_in_batches():
     assert sorted(AuditEvent.objects.values_list("occurred_at", flat=True)) == kept
     # Retention starts again at the cut-off's month: nothing older is recreated.
     assert partitions.partitions_list()[0].start == partitions.month_start(cutoff)
+
+
+def test_beat_creates_the_partitions_ahead(settings):
+    schedule = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert schedule["audit.tasks.audit_partitions_ensure"]["schedule"] <= 24 * 3600
