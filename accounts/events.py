@@ -45,6 +45,8 @@ class EndReason(models.TextChoices):
     ANOMALY = "anomaly", "Used from two places at once"
     REFRESH_REUSE = "refresh_reuse", "Refresh token reused"
     SESSION_LIMIT = "session_limit", "Session limit reached"
+    # Open in PostgreSQL, unknown to Redis past its timeouts (Redis lost it): see audit.lost.
+    LOST = "lost", "Lost (Redis no longer knew it)"
 
 
 class FailureReason(models.TextChoices):
@@ -74,6 +76,7 @@ END_EVENT_TYPE = {
     EndReason.ANOMALY: EventType.SESSION_REVOKED,
     EndReason.REFRESH_REUSE: EventType.SESSION_REVOKED,
     EndReason.SESSION_LIMIT: EventType.SESSION_REVOKED,
+    EndReason.LOST: EventType.SESSION_EXPIRED,
 }
 
 

@@ -91,9 +91,16 @@ class AuditUserActivity(models.Model):
 
 
 class AuditEvent(models.Model):
-    """A security or session event. `stream_id` (its Redis stream id) makes delivery idempotent."""
+    """A security or session event. `stream_id` (its Redis stream id) makes delivery idempotent.
 
-    stream_id = models.CharField(max_length=32, unique=True)
+    Partitioned by month of `occurred_at` (migration 0012; partitions in audit.partitions), so
+    retention drops whole months. A partitioned table's keys must contain the partition key:
+    in PostgreSQL the primary key is `(id, occurred_at)` — `id` stays unique, drawn from one
+    sequence, and Django keeps treating it as the primary key — and the stream id is unique
+    with `occurred_at`, which a stream entry always carries unchanged.
+    """
+
+    stream_id = models.CharField(max_length=32)
     event_type = models.CharField(max_length=32, choices=EventType.choices)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -130,6 +137,12 @@ class AuditEvent(models.Model):
             models.Index(fields=["user", "-occurred_at"], name="audit_event_user_time"),
             # Failed logins name the username as typed; the per-user timeline finds them.
             models.Index(Upper("username"), name="audit_event_username_ci"),
+        ]
+        constraints = [
+            # The sync's ON CONFLICT target: one row per stream entry.
+            models.UniqueConstraint(
+                fields=["stream_id", "occurred_at"], name="audit_event_stream_id_occurred"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -18,7 +18,7 @@ from core.locks import RedisLock
 from core.redis import get_redis
 from core.rediskeys import keys
 
-from . import sync
+from . import lost, partitions, sync
 from .models import SyncQuarantine
 from .sync import Progress
 
@@ -47,6 +47,7 @@ class SyncResult:
     skipped: bool = False
     quarantined_sessions: int = 0
     quarantined_events: int = 0
+    lost: int = 0
 
 
 def sync_backlog() -> tuple[int, int]:
@@ -72,6 +73,8 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
     try:
         sessions = sync.sync_sessions(batch_size=batch_size, progress=progress, renew=lock.renew)
         events = sync.sync_events(batch_size=batch_size, progress=progress, renew=lock.renew)
+        # After the sessions: every session Redis knows is in PostgreSQL as Redis has it.
+        lost_sessions = lost.sessions_lost_close()
         quarantine_count_publish()
     except Exception:
         client.hincrby(keys.stats(), "sync_runs:error", 1)
@@ -93,6 +96,7 @@ def sync_run(*, progress: Progress | None = None, batch_size: int | None = None)
         backlog_events,
         quarantined_sessions=sessions.quarantined,
         quarantined_events=events.quarantined,
+        lost=lost_sessions.closed,
     )
 
 
@@ -191,6 +195,7 @@ class PruneResult:
     events: int
     sessions: int
     orphans: int = 0
+    partitions: tuple[str, ...] = ()
 
 
 def _delete_in_batches(
@@ -214,13 +219,23 @@ def audit_prune(
     batch: int = 10_000,
     progress: Callable[[int], None] | None = None,
 ) -> PruneResult:
-    """Delete events and ended sessions older than the cut-off, in short transactions."""
+    """Delete events and ended sessions older than the cut-off.
+
+    Events: every monthly partition wholly past the cut-off is dropped (a catalog change,
+    whatever the month holds); the rest — the older days of the month the cut-off falls in,
+    and anything old in the default partition — are deleted in short transactions.
+    """
     cutoff = timezone.now() - older_than
-    events = _delete_in_batches(
-        "DELETE FROM audit_event WHERE id IN ("
-        "  SELECT id FROM audit_event WHERE occurred_at < %s LIMIT %s)",
-        [cutoff], batch, progress,
+    dropped = partitions.partitions_drop_before(cutoff)
+    if progress and dropped.rows:
+        progress(dropped.rows)
+    # The outer condition on the partition key keeps the delete to the partitions it can touch.
+    events = dropped.rows + _delete_in_batches(
+        "DELETE FROM audit_event WHERE occurred_at < %s AND (id, occurred_at) IN ("
+        "  SELECT id, occurred_at FROM audit_event WHERE occurred_at < %s LIMIT %s)",
+        [cutoff, cutoff], batch, progress,
     )  # fmt: skip
+    partitions.partitions_ensure()
     sessions = _delete_in_batches(
         "DELETE FROM audit_session WHERE sid IN ("
         "  SELECT sid FROM audit_session WHERE ended_at < %s LIMIT %s)",
@@ -240,7 +255,9 @@ def audit_prune(
             " WHERE NOT EXISTS (SELECT 1 FROM accounts_user u WHERE u.id = a.user_id)"
         )
         orphans += cursor.rowcount
-    return PruneResult(events=events, sessions=sessions, orphans=orphans)
+    return PruneResult(
+        events=events, sessions=sessions, orphans=orphans, partitions=tuple(dropped.partitions)
+    )
 
 
 def outstanding_tokens_flush() -> int:

@@ -64,7 +64,8 @@ COPY_SESSIONS = "COPY sync_session_stage FROM STDIN (FORMAT text)"
 
 # Within a generation, counts are absolute and only move forward: the newer copy holds every
 # hour of the older one, each at least as large. A newer generation (Redis lost the session and
-# a web process rebuilt it, counting from zero) is added to what the earlier ones left.
+# a web process rebuilt it, counting from zero) is added to what the earlier ones left, and
+# reopens a session closed as `lost` meanwhile (audit.lost): it was not lost after all.
 SESSION_MERGE = """
     generation = GREATEST(s.generation, {new}.generation),
     calls_before = CASE WHEN {new}.generation > s.generation
@@ -83,8 +84,11 @@ SESSION_MERGE = """
         ELSE audit_hours_sum(s.hourly_before, {new}.hourly_calls)
     END,
     last_active = GREATEST(s.last_active, {new}.last_active),
-    ended_at = COALESCE(s.ended_at, {new}.ended_at),
-    end_reason = CASE WHEN s.ended_at IS NULL THEN {new}.end_reason ELSE s.end_reason END
+    ended_at = CASE WHEN {new}.generation > s.generation AND s.end_reason = 'lost'
+                    THEN {new}.ended_at ELSE COALESCE(s.ended_at, {new}.ended_at) END,
+    end_reason = CASE WHEN s.ended_at IS NULL
+                           OR ({new}.generation > s.generation AND s.end_reason = 'lost')
+                      THEN {new}.end_reason ELSE s.end_reason END
 """
 SESSION_CHANGED = """
     {new}.generation >= s.generation AND (
@@ -156,7 +160,7 @@ SELECT e.stream_id, e.event_type, u.id, e.username, e.ip, e.user_agent, e.sessio
 FROM sync_event_stage e
 LEFT JOIN accounts_user u ON u.id = e.user_id
 LEFT JOIN accounts_user a ON a.id = e.actor_id
-ON CONFLICT (stream_id) DO NOTHING
+ON CONFLICT (stream_id, occurred_at) DO NOTHING
 """  # noqa: S608 - built from constant column names
 
 ADVANCE_CURSOR = """

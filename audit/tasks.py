@@ -2,7 +2,7 @@ import redis
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from audit import services
+from audit import partitions, services
 
 # Outages we wait out; anything else is a bug and must not be retried in a loop.
 TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
@@ -26,6 +26,7 @@ def sync_sessions(self) -> dict:
         "events": result.events,
         "skipped": result.skipped,
         "quarantined": result.quarantined_sessions + result.quarantined_events,
+        "lost": result.lost,
     }
 
 
@@ -36,7 +37,18 @@ def prune_audit() -> dict:
     from core.conf import get_settings
 
     result = services.audit_prune(older_than=timedelta(days=get_settings().AUDIT_RETENTION_DAYS))
-    return {"events": result.events, "sessions": result.sessions, "orphans": result.orphans}
+    return {
+        "events": result.events,
+        "sessions": result.sessions,
+        "orphans": result.orphans,
+        "partitions_dropped": len(result.partitions),
+    }
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=360)
+def audit_partitions_ensure() -> list[str]:
+    """Create audit_event's monthly partitions ahead of time (idempotent)."""
+    return partitions.partitions_ensure()
 
 
 @shared_task(acks_late=True, soft_time_limit=300, time_limit=360)

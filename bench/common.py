@@ -52,7 +52,7 @@ def django_setup() -> None:
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    if database["NAME"] != "sessionhub_bench":
+    if not database["NAME"].startswith("sessionhub_bench"):
         raise RuntimeError(f"bench settings point at database {database['NAME']!r}")
     _create_database(database)
     django.setup()

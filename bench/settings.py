@@ -1,7 +1,8 @@
 """Settings of the benchmark's gunicorn and of the runner: the developer settings, isolated.
 
-* PostgreSQL: the server of DATABASE_URL, but always the database ``sessionhub_bench``
-  (created and migrated by the runner), never the ones `make run` and `make test` use.
+* PostgreSQL: the server of DATABASE_URL, but always the database ``sessionhub_bench`` (or
+  ``$BENCH_DATABASE``, named ``sessionhub_bench…``; created and migrated by the runner), never
+  the ones `make run` and `make test` use.
 * Redis: the server of REDIS_URL, but always database 12 and the key prefix ``shbench``; the
   runner empties that database (FLUSHDB on db 12 only) before each case.
 * DEBUG off (no query log), quiet logging, a fast password hasher for the bench users.
@@ -17,7 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 from sessionhub.settings.local import *  # noqa: F403
 from sessionhub.settings.local import CACHES, DATABASES, SESSIONHUB, SIMPLE_JWT, env
 
-BENCH_DATABASE = "sessionhub_bench"
+# BENCH_DATABASE picks another bench database (e.g. to keep a data set of another branch):
+# its name must still start with sessionhub_bench.
+BENCH_DATABASE = env.str("BENCH_DATABASE", default="sessionhub_bench")
 BENCH_REDIS_DB = 12
 BENCH_REDIS_PREFIX = "shbench"
 

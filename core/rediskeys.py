@@ -74,6 +74,16 @@ class _Keys:
     def sync_state(self) -> str:
         return f"{self.prefix}:sync"
 
+    def lost_swept(self) -> str:
+        """Set (with a TTL) when PostgreSQL's open sessions were last checked against Redis:
+        gone with Redis' data, so a loss brings the next check at once (audit.lost)."""
+        return f"{self.prefix}:lost:swept"
+
+    def lost_suspects(self) -> str:
+        """Sorted set of sessions open in PostgreSQL that Redis does not know, scored by when
+        they are due to be closed as lost unless they come back (audit.lost)."""
+        return f"{self.prefix}:lost:suspects"
+
     def quarantine_retry_set(self) -> str:
         """Sessions being retried out of the sync's quarantine (never the live ones' keys)."""
         return f"{self.prefix}:qretry"

@@ -256,6 +256,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 3600,
         "options": {"expires": 3600},
     },
+    # audit_event's monthly partitions, two months ahead (the default partition catches any
+    # row whose month has none, so a missed run never fails an insert).
+    "audit-partitions": {
+        "task": "audit.tasks.audit_partitions_ensure",
+        "schedule": 6 * 3600,
+        "options": {"expires": 3600},
+    },
     "tokens-flush": {
         "task": "audit.tasks.flush_expired_tokens",
         "schedule": 6 * 3600,

@@ -20,8 +20,8 @@ def parse_age(text: str) -> timedelta:
 
 class Command(BaseCommand):
     help = (
-        "Delete audit events and ended sessions older than the retention, and the sessions of "
-        "deleted users (batched)."
+        "Delete audit events and ended sessions older than the retention (whole monthly event "
+        "partitions dropped, the rest in batches), and the sessions of deleted users."
     )
 
     def add_arguments(self, parser):
@@ -49,3 +49,8 @@ class Command(BaseCommand):
             f"older than {age.days} days"
             + (f", and {result.orphans:,} rows of deleted users" if result.orphans else "")
         )
+        if result.partitions:
+            self.stdout.write(
+                f"dropped {len(result.partitions)} monthly event partitions whole: "
+                + ", ".join(result.partitions)
+            )

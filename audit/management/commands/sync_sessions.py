@@ -28,6 +28,8 @@ class Command(BaseCommand):
             f"in {result.seconds:.2f} s; backlog left: {result.backlog_sessions:,} sessions, "
             f"{result.backlog_events:,} events"
         )
+        if result.lost:
+            self.stdout.write(f"closed {result.lost:,} sessions Redis no longer knew as lost")
         held = result.quarantined_sessions + result.quarantined_events
         if held:
             self.stdout.write(
