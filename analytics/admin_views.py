@@ -242,7 +242,15 @@ def security(request):
     return TemplateResponse(
         request,
         "analytics/security.html",
-        _context(request, "Security", data=data, chart=chart, hours=hours, now=clock.now()),
+        _context(
+            request,
+            "Security",
+            data=data,
+            chart=chart,
+            hours=hours,
+            threshold=selectors.suspicious_threshold(),
+            now=clock.now(),
+        ),
     )
 
 

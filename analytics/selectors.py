@@ -207,10 +207,51 @@ LIMIT %s
 """
 
 
+@dataclass(frozen=True)
+class SuspiciousIp:
+    ip: str
+    user_agent_count: int
+    user_agents: list[str]  # the first 10, alphabetically
+    attempts: int
+    usernames_tried: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class SuspiciousThreshold:
+    min_failures: int
+    min_usernames: int
+
+
+def suspicious_threshold() -> SuspiciousThreshold:
+    conf = get_settings()
+    return SuspiciousThreshold(conf.SUSPICIOUS_IP_MIN_FAILURES, conf.SUSPICIOUS_IP_MIN_USERNAMES)
+
+
+def suspicious_ips(*, hours: int = 24, limit: int = 20, offset: int = 0) -> list[SuspiciousIp]:
+    """Addresses with failed logins in the last `hours` past the threshold (at least
+    SUSPICIOUS_IP_MIN_FAILURES failures, or SUSPICIOUS_IP_MIN_USERNAMES distinct usernames),
+    one row per address, the most usernames tried first: a credential stuffer tops a
+    single account's guesser.
+
+    The definition is the SQL function analytics_suspicious_ips_window (migration 0008), which
+    the analytics_suspicious_ips view (Grafana, the changelist) reads for 24 hours.
+    """
+    threshold = suspicious_threshold()
+    rows = _rows(
+        "SELECT host(ip), user_agent_count, user_agents, attempts, usernames_tried, "
+        "first_seen, last_seen FROM analytics_suspicious_ips_window(%s, %s, %s) "
+        "ORDER BY usernames_tried DESC, attempts DESC, last_seen DESC, ip LIMIT %s OFFSET %s",
+        [hours, threshold.min_failures, threshold.min_usernames, limit, offset],
+    )
+    return [SuspiciousIp(*row) for row in rows]
+
+
 @dataclass
 class Security:
     failed_by_hour: list[tuple[datetime, str, int]]
-    suspicious: list[tuple]
+    suspicious: list[SuspiciousIp]
     lockouts: list[throttling.Lockout]
     lockouts_available: bool
     anomalies: list[Anomaly] = field(default_factory=list)
@@ -222,11 +263,7 @@ def security(*, hours: int = 24, top: int = 20) -> Security:
         "WHERE hour >= analytics_now() - make_interval(hours => %s) ORDER BY hour, reason",
         [hours],
     )
-    suspicious = _rows(
-        "SELECT host(ip), user_agent, attempts, usernames_tried, first_seen, last_seen "
-        "FROM analytics_suspicious_ips ORDER BY usernames_tried DESC, attempts DESC LIMIT %s",
-        [top],
-    )
+    suspicious = suspicious_ips(hours=hours, limit=top)
     anomalies = [Anomaly(*row) for row in _rows(ANOMALIES, [hours, top])]
     try:
         lockouts, available = throttling.lockouts_current(now=clock.now()), True
