@@ -267,9 +267,13 @@ def _plan_attacks(people, days, end, rng, counter, actions) -> list[str]:
     if not victims:
         return ["credential stuffing"]
     victim = victims[-1]
-    at = end - 6 * 3600
-    for i in range(12):  # 5 failures lock the pair; the rest are refused
-        actions.append((at + i * 15, next(counter), "fail", (victim.user.username, *GUESSER)))
+    # Four waves an hour apart: 5 failures lock the pair, the rest of a wave is refused, and
+    # each wave after a lock ends starts a longer one.
+    for wave in range(4):
+        at = end - (8 - wave) * 3600
+        for i in range(8):
+            name = victim.user.username
+            actions.append((at + i * 15, next(counter), "fail", (name, *GUESSER)))
     return ["credential stuffing", f"password guessing against {victim.user.username}"]
 
 

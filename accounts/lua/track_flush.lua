@@ -104,6 +104,7 @@ for _ = 1, tonumber(ARGV[6]) do
     redis.call('HSET', key, 'la', last)
     -- XX: an ended session has left the index and must not come back.
     redis.call('ZADD', KEYS[1], 'XX', 'GT', last, sid)
+    -- calls per minute: begin (bench_calls_per_minute strips this block to compare)
     -- Usually one HGET and one HSET; an EXPIRE once per user and minute.
     local mkey = mprefix .. uid
     local slot = string.format('%d', (minute_n / 60) % slots)
@@ -119,6 +120,7 @@ for _ = 1, tonumber(ARGV[6]) do
       redis.call('HSET', mkey, slot, minute .. ':' .. calls)
       redis.call('EXPIRE', mkey, mttl)
     end
+    -- calls per minute: end
   end
   if mine then
     redis.call('SADD', KEYS[3], sid)

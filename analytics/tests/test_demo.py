@@ -82,9 +82,10 @@ def every_report_and_chart_has_data(seeded):
     )
     assert len(power) == 3 and power[0][1] > 3 * power[2][1] > 0  # a power user stands out
     # The credential stuffer of the last day tops the suspicious IPs, with its three agents.
-    stuffer = selectors.suspicious_ips(hours=24)[0]
+    stuffer, guesser = selectors.suspicious_ips(hours=24)
     assert stuffer.ip == "203.0.113.12" and stuffer.user_agent_count == 3
     assert stuffer.usernames_tried >= 20
+    assert guesser.ip == "203.0.113.50" and guesser.usernames_tried == 1, guesser
     events = {name for (name,) in rows("SELECT DISTINCT event_type FROM audit_event")}
     assert {"locked_out", "session_anomaly", "refresh_token_reused", "login_failed"} <= events
     # The guessed account shows its failed logins on its page.
