@@ -252,7 +252,8 @@ def _plan(people: list[Person], days: int, end: float, rng: random.Random, count
 def _plan_attacks(people, days, end, rng, counter, actions) -> list[str]:
     """Credential stuffing from a few addresses (the last within the day, rotating its user
     agent), and one address guessing one account's password."""
-    for n, offset in enumerate((days * 0.6, days * 0.25, 0.2)):
+    # Days before the end: one long ago, one within the week, one within the day.
+    for n, offset in enumerate((days * 0.6, min(days * 0.15, 5), 0.2)):
         at = end - offset * DAY
         ip = f"203.0.113.{10 + n}"
         known = [p.user.username for p in people if p.joined < at - DAY]

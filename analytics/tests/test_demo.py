@@ -86,6 +86,9 @@ def every_report_and_chart_has_data(seeded):
     assert stuffer.ip == "203.0.113.12" and stuffer.user_agent_count == 3
     assert stuffer.usernames_tried >= 20
     assert guesser.ip == "203.0.113.50" and guesser.usernames_tried == 1, guesser
+    # The range switch shows the week's stuffer too.
+    week = selectors.suspicious_ips(hours=168)
+    assert {row.ip for row in week[:2]} == {"203.0.113.11", "203.0.113.12"}
     events = {name for (name,) in rows("SELECT DISTINCT event_type FROM audit_event")}
     assert {"locked_out", "session_anomaly", "refresh_token_reused", "login_failed"} <= events
     # The guessed account shows its failed logins on its page.
