@@ -13,6 +13,8 @@ Layout (all keys under the configured prefix, see sessionhub.rediskeys):
 * ``cpm:<user id>``   hash — the user's API calls per minute over the last hour: a ring of
                       60 slots (minute index mod 60 → '<minute epoch>:<calls>'), written
                       by the tracking flush, expiring an hour after its newest minute
+                      (the seed's RedisTimeSeries `TS.ADD` would need a module this Redis
+                      does not load; a fixed ring in a plain hash needs none)
 * ``dirty``           set of sids changed since the last sync
 * ``events``          the event stream (bounded)
 
