@@ -10,6 +10,11 @@ Layout (all keys under the configured prefix, see core.rediskeys):
 * ``idx:ended``       sorted set of recently ended sids by end time — every process reloads it
 * ``u:<user id>``     set of the user's live sids (at most SESSION_LIMIT_PER_USER: a login
                       beyond it ends the oldest, in the same script)
+* ``cpm:<user id>``   hash — the user's API calls per minute over the last hour: a ring of
+                      60 slots (minute index mod 60 → '<minute epoch>:<calls>'), written
+                      by the tracking flush, expiring an hour after its newest minute
+                      (the seed's RedisTimeSeries `TS.ADD` would need a module this Redis
+                      does not load; a fixed ring in a plain hash needs none)
 * ``dirty``           set of sids changed since the last sync
 * ``events``          the event stream (bounded)
 
@@ -100,6 +105,26 @@ def sid_created_ms(sid: str) -> int:
 
 def hour_of(ts: float) -> int:
     return int(ts // 3600 * 3600)
+
+
+def minute_of(ts: float) -> int:
+    return int(ts // 60 * 60)
+
+
+def calls_per_minute(*, user_id: int, now: float, minutes: int = 60) -> list[tuple[int, int]]:
+    """A user's API calls in each of the last `minutes` minutes, this (partial) one last, as
+    (minute start epoch, calls); kept by the tracking flush (accounts/lua/track_flush.lua).
+    Calls still in a web process's memory (at most one flush interval) are not in yet."""
+    raw = get_redis().hgetall(keys.user_calls_per_minute(user_id))
+    counts = {}
+    for value in raw.values():
+        minute, _, calls = as_text(value).partition(":")
+        counts[int(minute)] = int(calls)
+    current = minute_of(now)
+    return [
+        (start, counts.get(start, 0))
+        for start in range(current - (minutes - 1) * 60, current + 1, 60)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Every web process keeps
 
-* **pending counts** — API calls per (session, hour) since the last flush. A background thread
+* **pending counts** — API calls per (session, minute) since the last flush. A background thread
   sends them every TRACKING_FLUSH_INTERVAL (100 ms) as *one* Lua call for all sessions, the way
   API gateways keep rate-limit counters. Each batch carries this process's sequence number and
   the script skips a number it has applied already, so a batch whose reply was lost is retried
@@ -84,6 +84,11 @@ SUBSCRIBE_TIMEOUT = 5.0
 # (its pause plus a connect timeout): meanwhile no request waits on Redis.
 LISTENER_DOWN_SECONDS = REDIS_RETRY_SECONDS + 1.0
 ACK_TTL = 60
+# Each user's API calls per minute over the last hour (the per-user page's live chart), kept by
+# the flush script in a ring of this many per-minute slots; the key outlives its newest
+# minute by the ring's span (plus a minute's margin), then expires.
+CALLS_PER_MINUTE_SLOTS = 60
+CALLS_PER_MINUTE_TTL = CALLS_PER_MINUTE_SLOTS * 60 + 60
 # Every process judges these from the token and its own clock: no process needs telling.
 LOCAL_REASONS = frozenset({EndReason.IDLE_TIMEOUT, EndReason.ABSOLUTE_TIMEOUT})
 
@@ -131,7 +136,7 @@ class Tracker:
     def _reset_state(self) -> None:
         self._process_id = uuid.uuid4().hex
         self._sequence = 0
-        # Per (session, user id, hour, client ip, user agent): a token naming another user's
+        # Per (session, user id, minute, client ip, user agent): a token naming another user's
         # session is counted apart, so that the flush can refuse it without touching the
         # owner's counts; a second client of one session keeps an entry of its own, so the
         # flush script sees both fingerprints.
@@ -264,9 +269,9 @@ class Tracker:
         return Verdict.OK
 
     def _record(self, sid, user_id, started_at, ip, user_agent, now) -> None:
-        hour = livesessions.hour_of(now)
+        minute = livesessions.minute_of(now)
         with self._lock:
-            key = (sid, user_id, hour, ip, user_agent)
+            key = (sid, user_id, minute, ip, user_agent)
             entry = self._pending.get(key)
             if entry is None:
                 if len(self._pending) >= MAX_PENDING_SESSIONS:
@@ -384,7 +389,7 @@ class Tracker:
         """Login while Redis is away: the session is opened by the next flush that gets through."""
         with self._lock:
             self._pending.setdefault(
-                (sid, user_id, livesessions.hour_of(started_at), ip, user_agent),
+                (sid, user_id, livesessions.minute_of(started_at), ip, user_agent),
                 _Pending(user_id, started_at, ip, user_agent, calls=0, last=started_at),
             )
             self._deferred_events.append(login_event)
@@ -419,8 +424,8 @@ class Tracker:
             if not (self._pending or self._deferred_events or self._stats or self._deferred_ends):
                 return None
             entries = [
-                (sid, p.user_id, p.started_at, p.ip, p.user_agent, hour, p.calls, p.last)
-                for (sid, _, hour, _, _), p in self._pending.items()
+                (sid, p.user_id, p.started_at, p.ip, p.user_agent, minute, p.calls, p.last)
+                for (sid, _, minute, _, _), p in self._pending.items()
             ]
             self._sequence += 1
             batch = _Batch(
@@ -472,9 +477,12 @@ class Tracker:
             len(batch.events),
             conf.ANOMALY_WINDOW,
             session_anomaly_template(),
+            keys.user_calls_per_minute_prefix(),
+            CALLS_PER_MINUTE_SLOTS,
+            CALLS_PER_MINUTE_TTL,
         ]
-        for sid, uid, started, ip, ua, hour, calls, last in batch.entries:
-            args += [sid, uid, repr(started), ip, ua, hour, calls, repr(last)]
+        for sid, uid, started, ip, ua, minute, calls, last in batch.entries:
+            args += [sid, uid, repr(started), ip, ua, minute, calls, repr(last)]
             args.append(fingerprint(ip, ua))
         for name, value in batch.stats.items():
             args += [name, value]

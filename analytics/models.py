@@ -5,6 +5,7 @@ read-only windows on them (managed = False), plus the thresholds table the views
 """
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -104,9 +105,13 @@ class IdleUser(ReadOnlyView):
 
 
 class SuspiciousIp(ReadOnlyView):
-    id = models.TextField(primary_key=True)  # ip + user agent digest
+    """Addresses past the threshold in the last 24 hours (the security page and the API read
+    any window through analytics.selectors.suspicious_ips)."""
+
+    id = models.TextField(primary_key=True)  # the address
     ip = models.GenericIPAddressField()
-    user_agent = models.TextField()
+    user_agent_count = models.IntegerField()
+    user_agents = ArrayField(models.TextField())  # the first 10, alphabetically
     attempts = models.IntegerField()
     usernames_tried = models.IntegerField()
     first_seen = models.DateTimeField()

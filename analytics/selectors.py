@@ -4,7 +4,7 @@ Each function makes a fixed, small number of queries whatever the data size; the
 assert those numbers.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -14,18 +14,19 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
 from accounts import livesessions, throttling
-from accounts.events import EventType
+from accounts.events import EndReason, EventType
 from accounts.livesessions import SessionStatus
-from audit.models import AuditEvent, AuditSession
+from audit.models import AuditEvent
 from core import clock
 from core.conf import get_settings
 from core.redis import REDIS_UNAVAILABLE, get_redis
 from core.rediskeys import keys
 
+from . import useragents
 from .models import DailyRollup, UserActivity
 
 
-def _rows(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+def _rows(sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -213,10 +214,51 @@ LIMIT %s
 """
 
 
+@dataclass(frozen=True)
+class SuspiciousIp:
+    ip: str
+    user_agent_count: int
+    user_agents: list[str]  # the first 10, alphabetically
+    attempts: int
+    usernames_tried: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class SuspiciousThreshold:
+    min_failures: int
+    min_usernames: int
+
+
+def suspicious_threshold() -> SuspiciousThreshold:
+    conf = get_settings()
+    return SuspiciousThreshold(conf.SUSPICIOUS_IP_MIN_FAILURES, conf.SUSPICIOUS_IP_MIN_USERNAMES)
+
+
+def suspicious_ips(*, hours: int = 24, limit: int = 20, offset: int = 0) -> list[SuspiciousIp]:
+    """Addresses with failed logins in the last `hours` past the threshold (at least
+    SUSPICIOUS_IP_MIN_FAILURES failures, or SUSPICIOUS_IP_MIN_USERNAMES distinct usernames),
+    one row per address, the most usernames tried first: a credential stuffer tops a
+    single account's guesser.
+
+    The definition is the SQL function analytics_suspicious_ips_window (migration 0008), which
+    the analytics_suspicious_ips view (Grafana, the changelist) reads for 24 hours.
+    """
+    threshold = suspicious_threshold()
+    rows = _rows(
+        "SELECT host(ip), user_agent_count, user_agents, attempts, usernames_tried, "
+        "first_seen, last_seen FROM analytics_suspicious_ips_window(%s, %s, %s) "
+        "ORDER BY usernames_tried DESC, attempts DESC, last_seen DESC, ip LIMIT %s OFFSET %s",
+        [hours, threshold.min_failures, threshold.min_usernames, limit, offset],
+    )
+    return [SuspiciousIp(*row) for row in rows]
+
+
 @dataclass
 class Security:
     failed_by_hour: list[tuple[datetime, str, int]]
-    suspicious: list[tuple]
+    suspicious: list[SuspiciousIp]
     lockouts: list[throttling.Lockout]
     lockouts_available: bool
     anomalies: list[Anomaly] = field(default_factory=list)
@@ -228,11 +270,7 @@ def security(*, hours: int = 24, top: int = 20) -> Security:
         "WHERE hour >= analytics_now() - make_interval(hours => %s) ORDER BY hour, reason",
         [hours],
     )
-    suspicious = _rows(
-        "SELECT host(ip), user_agent, attempts, usernames_tried, first_seen, last_seen "
-        "FROM analytics_suspicious_ips ORDER BY usernames_tried DESC, attempts DESC LIMIT %s",
-        [top],
-    )
+    suspicious = suspicious_ips(hours=hours, limit=top)
     anomalies = [Anomaly(*row) for row in _rows(ANOMALIES, [hours, top])]
     try:
         lockouts, available = throttling.lockouts_current(now=clock.now()), True
@@ -255,41 +293,200 @@ class TimelineEntry:
 
 
 @dataclass
+class TimelinePage:
+    entries: list[TimelineEntry]
+    page: int
+    per_page: int
+    has_next: bool
+
+
+@dataclass
+class FailedLoginSource:
+    ip: str
+    attempts: int
+    last_at: datetime
+    reasons: list[str]
+    user_agents: list[str]
+
+
+@dataclass
+class AccountFailures:
+    """Failed logins naming the account (case-folded, as the login gate counts them)."""
+
+    last_24h: int
+    last_7d: int
+    sources: list[FailedLoginSource]  # the last 7 days, by address, most attempts first
+
+
+@dataclass
+class DeviceRow:
+    device: useragents.Device
+    sessions: int
+    last_active: float
+    ips: list[str]
+
+
+@dataclass
 class UserDetail:
     user: AbstractBaseUser
     activity: UserActivity | None
     live: list[LiveRow]
     live_available: bool
-    sessions: list[AuditSession]
-    timeline: list[TimelineEntry]
+    timeline: TimelinePage
     daily_calls: list[tuple[date, int]]
+    failures: AccountFailures
+    anomalies: list[TimelineEntry]
+    calls_per_minute: list[tuple[int, int]]  # (minute epoch, calls), oldest first, live
 
     @property
-    def anomalies(self) -> list[TimelineEntry]:
-        return [entry for entry in self.timeline if entry.alarming]
+    def devices(self) -> list[DeviceRow]:
+        """The user's live sessions grouped by parsed User-Agent, most sessions first."""
+        rows: dict[useragents.Device, DeviceRow] = {}
+        for row in self.live:
+            device = useragents.parse(row.session.user_agent)
+            entry = rows.setdefault(device, DeviceRow(device, 0, 0.0, []))
+            entry.sessions += 1
+            entry.last_active = max(entry.last_active, row.session.last_active)
+            if row.session.ip and row.session.ip not in entry.ips:
+                entry.ips.append(row.session.ip)
+        return sorted(rows.values(), key=lambda r: (-r.sessions, -r.last_active))
 
 
-def _event_detail(event: AuditEvent, actors: dict) -> str:
-    if event.event_type == EventType.SESSION_ANOMALY:
-        return (
-            f"session {event.session_id[:12]}… in use from {event.reason} until then, "
-            "now also from this client"
+# Sessions tell their own start and end (with their call counts); the events add the rest:
+# refreshes, failed logins, lock-outs, and who revoked a session.
+TIMELINE_REDUNDANT = (EventType.LOGIN, EventType.LOGOUT, EventType.SESSION_EXPIRED)
+
+# One page of a user's timeline, newest first. Each branch is cut to the page's end before the
+# merge, so a page costs the same whatever the user's history (deep pages excepted): sessions
+# through (user, started_at), events through (user, occurred_at) and upper(username).
+TIMELINE = """
+(SELECT started_at AS at, 'started' AS source, '' AS event_type, api_call_count AS calls,
+        '' AS reason, host(ip) AS ip, user_agent, sid AS session_id, NULL::integer AS actor_id
+ FROM audit_session WHERE user_id = %(user_id)s ORDER BY started_at DESC LIMIT %(end)s)
+UNION ALL
+(SELECT ended_at, 'ended', '', api_call_count, end_reason, host(ip), user_agent, sid, NULL
+ FROM audit_session WHERE user_id = %(user_id)s AND ended_at IS NOT NULL
+ ORDER BY ended_at DESC LIMIT %(end)s)
+UNION ALL
+(SELECT occurred_at, 'event', event_type, NULL, reason, host(ip), user_agent, session_id,
+        actor_id
+ FROM audit_event WHERE user_id = %(user_id)s AND NOT event_type = ANY(%(redundant)s)
+ ORDER BY occurred_at DESC LIMIT %(end)s)
+UNION ALL
+(SELECT occurred_at, 'event', event_type, NULL, reason, host(ip), user_agent, session_id,
+        actor_id
+ FROM audit_event WHERE user_id IS NULL AND upper(username) = upper(%(username)s)
+   AND NOT event_type = ANY(%(redundant)s)
+ ORDER BY occurred_at DESC LIMIT %(end)s)
+ORDER BY at DESC, source, session_id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+ACCOUNT_FAILURES = """
+SELECT host(ip), count(*)::integer, max(occurred_at),
+       array_agg(DISTINCT reason ORDER BY reason),
+       (array_agg(DISTINCT user_agent ORDER BY user_agent))[1:5],
+       sum(count(*)) OVER ()::integer,
+       sum(count(*) FILTER (WHERE occurred_at >= analytics_now() - interval '24 hours'))
+           OVER ()::integer
+FROM audit_event
+WHERE event_type = 'login_failed' AND upper(username) = upper(%s)
+  AND occurred_at >= analytics_now() - interval '7 days'
+GROUP BY ip
+ORDER BY 2 DESC, 3 DESC
+"""
+
+
+def _event_detail(
+    event_type: str, reason: str, session_id: str, actor_id: int | None, actors: dict
+) -> str:
+    if event_type == EventType.SESSION_ANOMALY:
+        return f"session {session_id} in use from {reason} until then, now also from this client"
+    if actor_id:
+        return f"{reason} by {actors.get(actor_id)}"
+    return reason
+
+
+def user_timeline(
+    *, user_id: int, username: str, page: int = 1, per_page: int = 50
+) -> TimelinePage:
+    """One page of the user's sessions and events, newest first (2 queries at most)."""
+    offset = (page - 1) * per_page
+    rows = _rows(
+        TIMELINE,
+        {
+            "user_id": user_id,
+            "username": username,
+            "redundant": [str(t) for t in TIMELINE_REDUNDANT],
+            "end": offset + per_page + 1,
+            "limit": per_page + 1,
+            "offset": offset,
+        },
+    )
+    actor_ids = {row[8] for row in rows if row[8]}
+    actors = (
+        dict(get_user_model().objects.filter(pk__in=actor_ids).values_list("pk", "username"))
+        if actor_ids
+        else {}
+    )
+    entries = []
+    for at, source, event_type, calls, reason, ip, agent, session_id, actor_id in rows[:per_page]:
+        if source == "started":
+            entries.append(
+                TimelineEntry(at, "Session started", f"{calls:,} API calls", ip or "", agent)
+            )
+        elif source == "ended":
+            label = EndReason(reason).label if reason in EndReason.values else reason
+            entries.append(TimelineEntry(at, "Session ended", label, ip or "", agent))
+        else:
+            kind = EventType(event_type).label if event_type in EventType.values else event_type
+            entries.append(
+                TimelineEntry(
+                    at,
+                    kind,
+                    _event_detail(event_type, reason, session_id, actor_id, actors),
+                    ip or "",
+                    agent,
+                    alarming=event_type == EventType.SESSION_ANOMALY,
+                )
+            )
+    return TimelinePage(entries, page, per_page, has_next=len(rows) > per_page)
+
+
+def account_failures(*, username: str) -> AccountFailures:
+    """Failed logins naming this username in the last 7 days, by address (1 query)."""
+    rows = _rows(ACCOUNT_FAILURES, [username])
+    sources = [
+        FailedLoginSource(ip or "", n, last, reasons, agents)
+        for ip, n, last, reasons, agents, _, _ in rows
+    ]
+    last_7d, last_24h = (rows[0][5], rows[0][6]) if rows else (0, 0)
+    return AccountFailures(last_24h, last_7d, sources)
+
+
+def user_anomalies(*, user_id: int, limit: int = 20) -> list[TimelineEntry]:
+    """The user's sessions found used from two places at once, newest first (1 query)."""
+    events = AuditEvent.objects.filter(
+        user_id=user_id, event_type=EventType.SESSION_ANOMALY
+    ).order_by("-occurred_at")[:limit]
+    return [
+        TimelineEntry(
+            e.occurred_at,
+            e.get_event_type_display(),
+            _event_detail(e.event_type, e.reason, e.session_id, None, {}),
+            str(e.ip or ""),
+            e.user_agent,
+            alarming=True,
         )
-    if event.actor_id:
-        return f"{event.reason} by {actors.get(event.actor_id)}"
-    return event.reason
+        for e in events
+    ]
 
 
-def user_detail(*, user_id: int, limit: int = 200) -> UserDetail:
-    """One user's figures, live sessions and a single timeline of sessions and events."""
+def user_detail(*, user_id: int, page: int = 1, per_page: int = 50) -> UserDetail:
+    """One user's figures, live sessions and devices, calls per minute (Redis), failed logins
+    against the account, and one page of a single timeline of sessions and events."""
     user = get_user_model().objects.get(pk=user_id)
     activity = UserActivity.objects.filter(user_id=user_id).first()
-    sessions = list(AuditSession.objects.filter(user_id=user_id).order_by("-started_at")[:limit])
-    events = list(
-        AuditEvent.objects.filter(user_id=user_id)
-        .union(AuditEvent.objects.filter(user__isnull=True, username__iexact=user.username))
-        .order_by("-occurred_at")[:limit]
-    )
     daily_calls = _rows(
         "SELECT day, api_calls FROM analytics_user_day WHERE user_id = %s "
         "AND day >= analytics_utc_today() - 29 ORDER BY day",
@@ -297,48 +494,20 @@ def user_detail(*, user_id: int, limit: int = 200) -> UserDetail:
     )
     try:
         live = live_sessions_page(user_id=user_id, per_page=100).rows
+        per_minute = livesessions.calls_per_minute(user_id=user_id, now=clock.now())
         live_available = True
     except REDIS_UNAVAILABLE:
-        live, live_available = [], False
-    # Sessions tell their own start and end (with their call counts); the events add the rest:
-    # refreshes, failed logins, lock-outs, and who revoked a session.
-    redundant = {EventType.LOGIN, EventType.LOGOUT, EventType.SESSION_EXPIRED}
-    actors = dict(
-        get_user_model()
-        .objects.filter(pk__in={e.actor_id for e in events if e.actor_id})
-        .values_list("pk", "username")
+        live, per_minute, live_available = [], [], False
+    return UserDetail(
+        user=user,
+        activity=activity,
+        live=live,
+        live_available=live_available,
+        timeline=user_timeline(
+            user_id=user_id, username=user.get_username(), page=page, per_page=per_page
+        ),
+        daily_calls=daily_calls,
+        failures=account_failures(username=user.get_username()),
+        anomalies=user_anomalies(user_id=user_id),
+        calls_per_minute=per_minute,
     )
-    timeline = [
-        TimelineEntry(
-            e.occurred_at,
-            e.get_event_type_display(),
-            _event_detail(e, actors),
-            str(e.ip or ""),
-            e.user_agent,
-            alarming=e.event_type == EventType.SESSION_ANOMALY,
-        )
-        for e in events
-        if e.event_type not in redundant
-    ]
-    for s in sessions:
-        timeline.append(
-            TimelineEntry(
-                s.started_at,
-                "Session started",
-                f"{s.api_call_count:,} API calls",
-                str(s.ip or ""),
-                s.user_agent,
-            )
-        )
-        if s.ended_at:
-            timeline.append(
-                TimelineEntry(
-                    s.ended_at,
-                    "Session ended",
-                    s.get_end_reason_display(),
-                    str(s.ip or ""),
-                    s.user_agent,
-                )
-            )
-    timeline.sort(key=lambda entry: entry.at, reverse=True)
-    return UserDetail(user, activity, live, live_available, sessions, timeline[:limit], daily_calls)

@@ -24,6 +24,8 @@ def thresholds_sync() -> None:
         "active_window_seconds": conf.ACTIVE_WINDOW,
         "recent_window_seconds": conf.RECENT_WINDOW,
         "idle_user_days": conf.IDLE_USER_DAYS,
+        "suspicious_ip_min_failures": conf.SUSPICIOUS_IP_MIN_FAILURES,
+        "suspicious_ip_min_usernames": conf.SUSPICIOUS_IP_MIN_USERNAMES,
     }
     with connection.cursor() as cursor:
         for name, value in values.items():

@@ -39,6 +39,8 @@ class SessionhubSettings:
     LOGIN_ACCOUNT_FAILURE_LIMIT: int
     LOGIN_ACCOUNT_DELAY_SECONDS: int
     LOGIN_KNOWN_ADDRESS_DAYS: int
+    SUSPICIOUS_IP_MIN_FAILURES: int
+    SUSPICIOUS_IP_MIN_USERNAMES: int
     SYNC_INTERVAL: float
     SESSION_END_APPLY_INTERVAL: float
     SESSION_RECONCILE_INTERVAL: float
@@ -97,6 +99,10 @@ def _build(raw: dict) -> SessionhubSettings:
     if conf.REVOCATION_ACK_TIMEOUT <= 0 or conf.ANOMALY_WINDOW <= 0:
         raise ImproperlyConfigured(
             "REVOCATION_ACK_TIMEOUT and SESSION_ANOMALY_WINDOW must be positive."
+        )
+    if conf.SUSPICIOUS_IP_MIN_FAILURES < 1 or conf.SUSPICIOUS_IP_MIN_USERNAMES < 1:
+        raise ImproperlyConfigured(
+            "SUSPICIOUS_IP_MIN_FAILURES and SUSPICIOUS_IP_MIN_USERNAMES must be at least 1."
         )
     if not 0 < conf.ADMIN_SESSION_IDLE_TIMEOUT <= conf.ADMIN_SESSION_ABSOLUTE_TIMEOUT:
         raise ImproperlyConfigured(

@@ -21,6 +21,13 @@ class _Keys:
     def user_sessions(self, user_id: int | str) -> str:
         return f"{self.prefix}:u:{user_id}"
 
+    def user_calls_per_minute(self, user_id: int) -> str:
+        """Hash: a user's API calls per minute over the last hour (a ring of minute slots)."""
+        return f"{self.user_calls_per_minute_prefix()}{user_id}"
+
+    def user_calls_per_minute_prefix(self) -> str:
+        return f"{self.prefix}:cpm:"
+
     def active_index(self) -> str:
         """Sorted set of live sids scored by last activity (epoch seconds)."""
         return f"{self.prefix}:idx:last"

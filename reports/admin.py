@@ -118,7 +118,33 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
 
 @admin.register(SuspiciousIp)
 class SuspiciousIpAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
-    list_display = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
-    search_fields = ("user_agent",)
+    list_display = (
+        "ip",
+        "attempts",
+        "usernames_tried",
+        "user_agent_count",
+        "agents",
+        "first_seen",
+        "last_seen",
+    )
+    search_fields = ("id",)
     ordering = ("-usernames_tried", "-attempts")
-    csv_fields = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
+    csv_fields = (
+        "ip",
+        "attempts",
+        "usernames_tried",
+        "user_agent_count",
+        "user_agents",
+        "first_seen",
+        "last_seen",
+    )
+
+    @admin.display(description="user agents (first 10)")
+    def agents(self, obj):
+        return ", ".join(obj.user_agents)
+
+    def csv_value(self, obj, name: str):
+        # One agent a line: a header cannot hold a line break, so the lines are the agents.
+        if name == "user_agents":
+            return "\n".join(obj.user_agents)
+        return super().csv_value(obj, name)

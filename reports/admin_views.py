@@ -25,6 +25,7 @@ from reports import charts
 VIEW_PERM = "analytics.view_analytics"
 MANAGE_PERM = "analytics.manage_sessions"
 STATUSES = tuple(SessionStatus)
+USER_TIMELINE_PAGE = 50
 
 
 def _require(request, perm: str) -> None:
@@ -243,7 +244,15 @@ def security(request):
     return TemplateResponse(
         request,
         "analytics/security.html",
-        _context(request, "Security", data=data, chart=chart, hours=hours, now=clock.now()),
+        _context(
+            request,
+            "Security",
+            data=data,
+            chart=chart,
+            hours=hours,
+            threshold=selectors.suspicious_threshold(),
+            now=clock.now(),
+        ),
     )
 
 
@@ -261,15 +270,41 @@ def user_detail(request, user_id: int):
         messages.success(request, f"Ended {ended} session{'s' if ended != 1 else ''}.")
         return HttpResponseRedirect(request.get_full_path())
     try:
-        detail = selectors.user_detail(user_id=user_id)
+        detail = selectors.user_detail(
+            user_id=user_id, page=_int(request.GET.get("page"), 1), per_page=USER_TIMELINE_PAGE
+        )
     except get_user_model().DoesNotExist as exc:
         raise Http404("No such user.") from exc
-    chart = charts.bar_chart(
-        [charts.Point(f"{day:%m-%d}", calls) for day, calls in detail.daily_calls],
-        "API calls per day, last 30 days",
+    daily_chart = charts.bar_chart(
+        [charts.Point(f"{day:%m-%d}", calls) for day, calls in _every_day(detail.daily_calls, 30)],
+        "API calls per UTC day, last 30 days",
+    )
+    minute_chart = charts.bar_chart(
+        [
+            charts.Point(f"{clock.to_datetime(minute):%H:%M}", calls)
+            for minute, calls in detail.calls_per_minute
+        ],
+        "API calls per minute, last hour (live from Redis)",
     )
     return TemplateResponse(
         request,
         "analytics/user_detail.html",
-        _context(request, f"User {detail.user.get_username()}", detail=detail, chart=chart),
+        _context(
+            request,
+            f"User {detail.user.get_username()}",
+            detail=detail,
+            chart=daily_chart,
+            minute_chart=minute_chart,
+            calls_last_hour=sum(calls for _, calls in detail.calls_per_minute),
+        ),
     )
+
+
+def _every_day(counts: list[tuple], days: int) -> list[tuple]:
+    """Daily counts with the empty UTC days filled in, oldest first, ending today."""
+    by_day = dict(counts)
+    today = clock.to_datetime(clock.now()).date()
+    return [
+        (today - timedelta(days=d), by_day.get(today - timedelta(days=d), 0))
+        for d in range(days - 1, -1, -1)
+    ]

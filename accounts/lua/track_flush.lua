@@ -8,6 +8,11 @@
 -- session used from another network AND another user agent within the anomaly window is a
 -- stolen token's signal — a session_anomaly event (once per window), counted, and its sid
 -- returned so the web process can end it if so configured.
+-- The user's calls per minute over the last hour go to a ring of per-minute slots in the same
+-- call (no extra round trip): a hash per user, field = minute index modulo the ring size, value
+-- '<minute epoch>:<calls>'. A slot holding an older minute is overwritten, so the hash never
+-- holds more than the ring's fields; the key expires an hour after its last new minute, so
+-- users who stop calling cost nothing.
 -- Then the process's counters and the events it held back during a Redis outage.
 -- Exactly once: the batch carries the process's sequence number; a number already applied
 -- (the reply to an earlier try was lost) is skipped.
@@ -15,8 +20,9 @@
 --       6 this process's last applied sequence
 -- ARGV: 1 session key prefix, 2 user-set key prefix, 3 sequence, 4 sequence key TTL,
 --       5 stream max length, 6 entry count, 7 counter count, 8 event count,
---       9 anomaly window (seconds), 10 session_anomaly event JSON (accounts.events), then
---       9 values per entry: sid, user id, started_at, ip, user agent, hour, calls,
+--       9 anomaly window (seconds), 10 session_anomaly event JSON (accounts.events),
+--       11 per-minute key prefix, 12 ring size (minutes), 13 per-minute key TTL, then
+--       9 values per entry: sid, user id, started_at, ip, user agent, minute, calls,
 --       last_active, fingerprint ('<network> <user-agent digest>', '' when the IP is unknown);
 --       2 per counter: name, increment; 1 per event: its JSON
 -- Returns {calls counted, {sid, user id, …} of entries naming another user's session,
@@ -28,12 +34,15 @@ redis.call('SET', KEYS[6], ARGV[3], 'EX', ARGV[4])
 
 local prefix, uprefix = ARGV[1], ARGV[2]
 local window = tonumber(ARGV[9])
+local mprefix, slots, mttl = ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local total = 0
 local anomalies, foreign = {}, {}
-local i = 11
+local i = 14
 for _ = 1, tonumber(ARGV[6]) do
   local sid, uid, st, ip, ua = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local hour, calls, last = ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
+  local minute, calls, last = ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7]
+  local minute_n = tonumber(minute)
+  local hour = string.format('%d', minute_n - minute_n % 3600)
   local fp = ARGV[i + 8]
   i = i + 9
   local key = prefix .. sid
@@ -95,6 +104,23 @@ for _ = 1, tonumber(ARGV[6]) do
     redis.call('HSET', key, 'la', last)
     -- XX: an ended session has left the index and must not come back.
     redis.call('ZADD', KEYS[1], 'XX', 'GT', last, sid)
+    -- calls per minute: begin (bench_calls_per_minute strips this block to compare)
+    -- Usually one HGET and one HSET; an EXPIRE once per user and minute.
+    local mkey = mprefix .. uid
+    local slot = string.format('%d', (minute_n / 60) % slots)
+    local seen = redis.call('HGET', mkey, slot)
+    local seen_minute, seen_calls = nil, 0
+    if seen then
+      local m, n = string.match(seen, '^(%d+):(%d+)$')
+      seen_minute, seen_calls = tonumber(m), tonumber(n)
+    end
+    if seen_minute == minute_n then
+      redis.call('HSET', mkey, slot, minute .. ':' .. (seen_calls + calls))
+    elseif not seen_minute or seen_minute < minute_n then
+      redis.call('HSET', mkey, slot, minute .. ':' .. calls)
+      redis.call('EXPIRE', mkey, mttl)
+    end
+    -- calls per minute: end
   end
   if mine then
     redis.call('SADD', KEYS[3], sid)

@@ -60,10 +60,11 @@ FROM analytics_idle_users
 """
 
 SUSPICIOUS_IPS = """
-SELECT host(ip) AS "IP", user_agent AS "user agent", attempts,
-       usernames_tried AS "usernames tried", first_seen AS "first seen", last_seen AS "last seen"
+SELECT host(ip) AS "IP", attempts AS "failed logins", usernames_tried AS "usernames tried",
+       user_agent_count AS "user agents", array_to_string(user_agents, ', ') AS "first 10 agents",
+       first_seen AS "first seen", last_seen AS "last seen"
 FROM analytics_suspicious_ips
-ORDER BY attempts DESC, usernames_tried DESC, last_seen DESC
+ORDER BY usernames_tried DESC, attempts DESC, last_seen DESC
 LIMIT 50
 """
 
@@ -256,8 +257,9 @@ def build():
             14,
             9,
             POSTGRES,
-            "Sources of failed logins in the last 24 hours: IP and user agent, attempts and how "
-            "many distinct usernames they tried (credential stuffing tries many).",
+            "Addresses past the threshold in the last 24 hours (SUSPICIOUS_IP_MIN_FAILURES "
+            "failed logins or SUSPICIOUS_IP_MIN_USERNAMES usernames), one row each, the most "
+            "usernames tried first (credential stuffing tries many).",
         )
         .with_target(sql(SUSPICIOUS_IPS))
         .filterable(True)

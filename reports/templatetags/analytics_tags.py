@@ -1,5 +1,6 @@
 from django import template
 
+from analytics import useragents
 from core import clock
 
 register = template.Library()
@@ -18,3 +19,9 @@ def seconds_to_hms(value) -> str:
     seconds = int(value or 0)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+@register.filter
+def device_label(user_agent) -> str:
+    """ "Firefox 133 on Linux (desktop)" from a User-Agent (analytics.useragents)."""
+    return useragents.parse(user_agent or "").label

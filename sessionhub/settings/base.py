@@ -200,6 +200,10 @@ SESSIONHUB = {
     "LOGIN_ACCOUNT_FAILURE_LIMIT": env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20),
     "LOGIN_ACCOUNT_DELAY_SECONDS": env.int("LOGIN_ACCOUNT_DELAY_SECONDS", default=60),
     "LOGIN_KNOWN_ADDRESS_DAYS": env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=30),
+    # The security report lists an address once it failed this many logins in the window, or
+    # tried this many usernames: one person's typos stay below both (5 lock the pair).
+    "SUSPICIOUS_IP_MIN_FAILURES": env.int("SUSPICIOUS_IP_MIN_FAILURES", default=10),
+    "SUSPICIOUS_IP_MIN_USERNAMES": env.int("SUSPICIOUS_IP_MIN_USERNAMES", default=5),
     # Seconds between the beat jobs' runs (CELERY_BEAT_SCHEDULE below reads them here).
     "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
     "SESSION_END_APPLY_INTERVAL": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),

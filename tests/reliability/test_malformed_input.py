@@ -22,6 +22,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.helpers import login
 from accounts.tracking import tracker
+from analytics import services as analytics_services
 from audit import services as audit_services
 
 pytestmark = pytest.mark.django_db
@@ -336,7 +337,9 @@ def test_malformed_tokens_and_headers_against_every_endpoint(raw_client, valid_t
     assert failures == [], "\n".join(failures)
 
 
-def test_injected_strings_render_escaped_in_the_admin(client, django_user_model, password):
+def test_injected_strings_render_escaped_in_the_admin(
+    client, django_user_model, password, settings
+):
     analyst = django_user_model.objects.create_user(
         username="analyst", password=password, is_staff=True
     )
@@ -352,6 +355,9 @@ def test_injected_strings_render_escaped_in_the_admin(client, django_user_model,
     tracker.flush()
     result = audit_services.sync_run()
     assert result.events == 7  # 6 failed logins and the lock-out
+    # 6 failures and 2 usernames are under the suspicious-IP report's default threshold.
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "SUSPICIOUS_IP_MIN_FAILURES": 1}
+    analytics_services.thresholds_sync()
 
     assert client.login(username="analyst", password=password)
     escaped_script = "&lt;script&gt;alert(1)&lt;/script&gt;"

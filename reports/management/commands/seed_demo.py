@@ -8,9 +8,9 @@ from reports import demo
 
 class Command(BaseCommand):
     help = (
-        "Replay a realistic workload (power, regular, occasional and idle users, daily "
-        "rhythms, credential-stuffing bursts) through the real code paths, so the admin and "
-        "Grafana have something to show."
+        "Replay a realistic workload (power, regular, occasional, idle and never-active users "
+        "joining over time, daily rhythms, attacks, and one session ending for each reason) "
+        "through the real code paths, so the admin and Grafana have something to show."
     )
 
     def add_arguments(self, parser):
@@ -44,5 +44,6 @@ class Command(BaseCommand):
         profiles = ", ".join(f"{n} {name}" for name, n in result.profiles.items())
         self.stdout.write(
             f"\n==> Demo data: {result.users} users ({profiles}), {result.sessions:,} sessions, "
-            f"{result.calls:,} API calls, {result.failed_logins:,} failed logins"
+            f"{result.calls:,} API calls, {result.failed_logins:,} failed logins; "
+            f"incidents: {', '.join(result.incidents) or 'none'}"
         )
