@@ -10,6 +10,8 @@ from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils.functional import cached_property
 
+from sessionhub.replica import REPLICA, replica_configured
+
 VIEW_PERM = "analytics.view_analytics"
 CSV_ROW_LIMIT = 100_000
 
@@ -34,6 +36,13 @@ class ReportAdmin:
     show_full_result_count = False
     list_per_page = 50
     actions = None
+
+    def get_queryset(self, request):
+        # Reports never write and never read back a write of their own: the replica, if any.
+        # Bound here, the queryset keeps its database when the template or a CSV stream
+        # evaluates it after the view has returned.
+        queryset = super().get_queryset(request)
+        return queryset.using(REPLICA) if replica_configured() else queryset
 
     def has_view_permission(self, request, obj=None):
         return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)

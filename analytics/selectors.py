@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connections
 
 from accounts import livesessions, throttling
 from accounts.events import EventType
@@ -18,12 +18,14 @@ from sessionhub import clock
 from sessionhub.conf import get_settings
 from sessionhub.redis import REDIS_UNAVAILABLE, get_redis
 from sessionhub.rediskeys import keys
+from sessionhub.replica import reports_db
 
 from .models import DailyRollup, UserActivity
 
 
 def _rows(sql: str, params=()) -> list[tuple]:
-    with connection.cursor() as cursor:
+    # Raw SQL bypasses the router: ask it where report reads go (the replica, if any).
+    with connections[reports_db()].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 

@@ -88,6 +88,23 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Fail fast when PostgreSQL is away instead of hanging a worker for the OS default.
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
 
+# A streaming replica for the reports (sessionhub/replica.py): the admin's report pages and
+# analytics reads go there, everything that writes or reads its own writes stays on the
+# primary. Unset: one database, as without the router.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db_url_config(
+        DATABASE_REPLICA_URL, engine="django_prometheus.db.backends.postgresql"
+    )
+    DATABASES["replica"].update(
+        CONN_MAX_AGE=DATABASES["default"]["CONN_MAX_AGE"],
+        CONN_HEALTH_CHECKS=True,
+        # Tests run against one test database: the replica alias is a view of it.
+        TEST={"MIRROR": "default"},
+    )
+    DATABASES["replica"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+DATABASE_ROUTERS = ["sessionhub.replica.ReplicaRouter"]
+
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 CACHES = {
