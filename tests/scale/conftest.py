@@ -3,10 +3,12 @@
 import pytest
 from django.conf import settings
 
-from tests.reliability.conftest import _stop
+# The fault tests' fixtures: the app's processes on the test database and Redis (`stack`), and
+# the hook that shows their logs when a test fails.
+from tests.reliability.conftest import _stop, pytest_runtest_makereport, stack  # noqa: F401
 from tests.reliability.helpers import PrivatePostgres, Stack, free_port, wait_until
 
-from .helpers import PrivateReplica
+from .helpers import PrivateReplica, RabbitVhost
 
 
 @pytest.fixture
@@ -15,19 +17,42 @@ def pg_pair(request, tmp_path):
     with a Stack on the primary and the test Redis database."""
     primary = PrivatePostgres(free_port())
     replica = PrivateReplica(free_port())
-    stack = None
+    app = None
     try:
         primary.init()
         primary.start()
         primary.create_database()
-        stack = Stack(database_url=primary.url, redis_url=settings.REDIS_URL, log_dir=tmp_path)
-        stack.manage("migrate", "--no-input", timeout=300)
+        app = Stack(database_url=primary.url, redis_url=settings.REDIS_URL, log_dir=tmp_path)
+        app.manage("migrate", "--no-input", timeout=300)
         replica.init_from(primary)
         replica.start()
         wait_until(lambda: replica.caught_up_with(primary), 60, 0.2, "the replica to catch up")
-        yield primary, replica, stack
+        yield primary, replica, app
     finally:
-        if stack is not None:
-            _stop(request, stack)
+        if app is not None:
+            _stop(request, app)
         replica.destroy()
         primary.destroy()
+
+
+@pytest.fixture
+def rabbitmq_vhost():
+    """A virtual host of this test on the machine's RabbitMQ (skipped when there is none)."""
+    import shutil
+    import uuid
+
+    from kombu import Connection
+
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed")
+    vhost = RabbitVhost(f"sessionhub-test-{uuid.uuid4().hex[:12]}")
+    try:
+        vhost.create()
+    except AssertionError as exc:
+        pytest.skip(f"no RabbitMQ to create a virtual host on: {exc}")
+    try:
+        with Connection(vhost.url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+        yield vhost
+    finally:
+        vhost.delete()

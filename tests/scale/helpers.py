@@ -4,6 +4,7 @@ Redis Sentinel group, an admin logged in over HTTP."""
 import os
 import re
 import shutil
+import subprocess
 
 import psycopg
 import requests
@@ -68,3 +69,35 @@ def admin_session(base_url: str, username: str, password: str) -> requests.Sessi
 
 
 __all__ = ["PrivateReplica", "admin_session", "wait_until"]
+
+
+class RabbitVhost:
+    """A RabbitMQ virtual host of the test's own on the machine's broker (guest may use it),
+    so no other user of that broker shares its queues; deleted afterwards."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 5672) -> None:
+        self.name = name
+        self.url = f"amqp://guest:guest@{host}:{port}/{name}"
+
+    @staticmethod
+    def ctl(*args: str) -> str:
+        result = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def create(self) -> None:
+        self.ctl("add_vhost", self.name)
+        self.ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+
+    def delete(self) -> None:
+        self.ctl("delete_vhost", self.name)
+
+    def queues(self) -> dict[str, int]:
+        """Queue name → messages published into it so far (RabbitMQ's own count)."""
+        out = self.ctl("list_queues", "-p", self.name, "--no-table-headers", "name", "messages")
+        return {
+            name: int(count)
+            for name, count in (line.split("\t") for line in out.splitlines() if line.strip())
+        }
