@@ -1,14 +1,28 @@
 """Fixtures of the scale-out tests; everything started is stopped, pass or fail."""
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.conf import settings
+from django.db import connection
 
 # The fault tests' fixtures: the app's processes on the test database and Redis (`stack`), and
 # the hook that shows their logs when a test fails.
-from tests.reliability.conftest import _stop, pytest_runtest_makereport, stack  # noqa: F401
-from tests.reliability.helpers import PrivatePostgres, Stack, free_port, wait_until
+from tests.reliability.conftest import (  # noqa: F401
+    _failed,
+    _stop,
+    pytest_runtest_makereport,
+    stack,
+)
+from tests.reliability.helpers import (
+    PrivatePostgres,
+    Stack,
+    database_url,
+    free_port,
+    wait_until,
+)
 
-from .helpers import PrivateReplica, RabbitVhost
+from .helpers import PrivateReplica, RabbitVhost, SentinelGroup, SentinelStack
 
 
 @pytest.fixture
@@ -56,3 +70,33 @@ def rabbitmq_vhost():
         yield vhost
     finally:
         vhost.delete()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path):
+    """1 primary, 1 replica, 3 sentinels (started, replica in sync); stopped afterwards."""
+    workdir = tmp_path / "sentinel"
+    workdir.mkdir()
+    group = SentinelGroup(workdir, free_port)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def sentinel_stack(request, sentinel_group, transactional_db, tmp_path):
+    """The app's processes on the test database, their Redis the Sentinel group's primary."""
+    db = int(urlsplit(settings.REDIS_URL).path.lstrip("/") or 0)
+    app = SentinelStack(
+        database_url=database_url(connection.settings_dict),
+        # Only the database number counts: the sentinels name the primary.
+        redis_url=f"redis://127.0.0.1:{sentinel_group.primary_port}/{db}",
+        log_dir=tmp_path,
+        group=sentinel_group,
+    )
+    yield app
+    if _failed(request):
+        print(sentinel_group.logs())
+    _stop(request, app)

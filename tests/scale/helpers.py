@@ -1,15 +1,22 @@
 """Scale-out processes of the tests: a PostgreSQL streaming replica made with pg_basebackup, a
 Redis Sentinel group, an admin logged in over HTTP."""
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
+import redis
 import requests
+from celery import Celery
+from redis.sentinel import Sentinel
 
-from tests.reliability.helpers import PrivatePostgres, wait_until
+from tests.reliability.helpers import PrivatePostgres, Stack, wait_until
 
 
 class PrivateReplica(PrivatePostgres):
@@ -101,3 +108,146 @@ class RabbitVhost:
             name: int(count)
             for name, count in (line.split("\t") for line in out.splitlines() if line.strip())
         }
+
+
+class SentinelGroup:
+    """A Redis primary, one replica and three sentinels watching them, from the redis-server
+    binary (`redis-server sentinel.conf --sentinel`), each on a free port of loopback."""
+
+    MASTER = "shtest"
+
+    def __init__(self, workdir: Path, free_port) -> None:
+        self.workdir = workdir
+        self.primary_port = free_port()
+        self.replica_port = free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        try:
+            self.processes[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            log.close()
+
+    def _server(self, name: str, port: int, *extra: str) -> None:
+        directory = self.workdir / name
+        directory.mkdir()
+        self._spawn(
+            name,
+            [
+                shutil.which("redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *extra,
+            ],
+        )
+
+    def start(self, down_after_ms: int = 1000) -> None:
+        self._server("primary", self.primary_port)
+        self._server(
+            "replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port)
+        )
+        for index, port in enumerate(self.sentinel_ports):
+            config = self.workdir / f"sentinel-{index}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {down_after_ms}\n"
+                f"sentinel failover-timeout {self.MASTER} 10000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+            )
+            self._spawn(
+                f"sentinel-{index}", [shutil.which("redis-server"), str(config), "--sentinel"]
+            )
+        wait_until(
+            self.ready, 60, 0.2, "the replica in sync and three sentinels knowing each other"
+        )
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=1, decode_responses=True)
+
+    def ready(self) -> bool:
+        try:
+            info = redis.Redis(port=self.replica_port, socket_timeout=1).info("replication")
+            if info.get("master_link_status") != "up":
+                return False
+            for index in range(3):
+                with self.sentinel(index) as client:
+                    state = client.sentinel_master(self.MASTER)
+                    if state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
+                        return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def master_port(self) -> int | None:
+        """The primary's port as the first sentinel that answers says."""
+        for index in range(3):
+            try:
+                with self.sentinel(index) as client:
+                    address = client.sentinel_get_master_addr_by_name(self.MASTER)
+                return int(address[1]) if address else None
+            except redis.RedisError:
+                continue
+        return None
+
+    def addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {path.name} -----\n{path.read_text(errors='replace')[-2000:]}"
+            for path in sorted(self.workdir.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+class SentinelStack(Stack):
+    """The app's processes configured for the Sentinel group; the test's own Redis client and
+    Celery client follow the group's primary too."""
+
+    def __init__(self, *, group: SentinelGroup, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+        db = int(urlsplit(self.redis_url).path.lstrip("/") or 0)
+        self.redis = Sentinel(
+            [("127.0.0.1", port) for port in group.sentinel_ports], socket_timeout=1
+        ).master_for(group.MASTER, db=db, socket_timeout=5, socket_connect_timeout=1)
+        url = ";".join(f"sentinel://127.0.0.1:{port}/{db}" for port in group.sentinel_ports)
+        self.celery.close()
+        self.celery = Celery("sentinel-client", broker=url, backend=url, set_as_current=False)
+        self.celery.conf.update(
+            accept_content=["json"],
+            task_serializer="json",
+            broker_transport_options={"master_name": group.MASTER},
+            result_backend_transport_options={"master_name": group.MASTER},
+        )
+
+    def env(self, **extra: str) -> dict:
+        return super().env(
+            REDIS_SENTINELS=self.group.addresses(),
+            REDIS_SENTINEL_MASTER=self.group.MASTER,
+            **extra,
+        )
