@@ -7,7 +7,6 @@ and writes the primary, so nothing ever misses its own write because the replica
 Without a replica configured every read goes to the primary, exactly as before.
 """
 
-import functools
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -30,6 +29,8 @@ def reports_db() -> str:
 
 @contextmanager
 def replica_reads():
+    """Reads in this block go to the replica. Only for code that writes nothing and reads back
+    no write of its own; a queryset evaluated after the block must be bound with `.using()`."""
     token = _reports.set(True)
     try:
         yield
@@ -37,23 +38,13 @@ def replica_reads():
         _reports.reset(token)
 
 
-def reads_from_replica(view):
-    """A report view whose queries may go to the replica (no writes, nothing of its own to
-    read back). Streamed bodies must bind their querysets with `.using(reports_db())`."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        with replica_reads():
-            return view(*args, **kwargs)
-
-    return wrapper
-
-
 class ReplicaRouter:
     """DATABASE_ROUTERS entry: report reads to the replica, all else to the primary."""
 
     def db_for_read(self, model, **hints):
-        return reports_db()
+        # None outside report code: Django's own choice (the database an instance came from,
+        # else the primary), exactly as without a router.
+        return REPLICA if reports_db() == REPLICA else None
 
     def db_for_write(self, model, **hints):
         return DEFAULT_DB_ALIAS

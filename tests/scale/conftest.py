@@ -73,13 +73,14 @@ def rabbitmq_vhost():
 
 
 @pytest.fixture
-def sentinel_group(tmp_path):
-    """1 primary, 1 replica, 3 sentinels (started, replica in sync); stopped afterwards."""
+def sentinel_group(request, tmp_path):
+    """1 primary, 1 replica, 3 sentinels (started, replica in sync); stopped afterwards.
+    Parametrized indirectly with {"relay": True}, the replica replicates through a relay."""
     workdir = tmp_path / "sentinel"
     workdir.mkdir()
     group = SentinelGroup(workdir, free_port)
     try:
-        group.start()
+        group.start(**getattr(request, "param", {}))
         yield group
     finally:
         group.stop()

@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -122,6 +124,7 @@ class SentinelGroup:
         self.replica_port = free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.processes: dict[str, subprocess.Popen] = {}
+        self.relay: ReplicationRelay | None = None
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
@@ -153,16 +156,25 @@ class SentinelGroup:
             ],
         )
 
-    def start(self, down_after_ms: int = 1000) -> None:
+    def start(self, down_after_ms: int = 1000, relay: bool = False) -> None:
+        """With `relay`, the replica replicates through a ReplicationRelay (self.relay)."""
         self._server("primary", self.primary_port)
+        self.primary_address_port = self.primary_port
+        if relay:
+            self.relay = ReplicationRelay(self.primary_port)
+            self.primary_address_port = self.relay.port
         self._server(
-            "replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port)
+            "replica",
+            self.replica_port,
+            "--replicaof",
+            "127.0.0.1",
+            str(self.primary_address_port),
         )
         for index, port in enumerate(self.sentinel_ports):
             config = self.workdir / f"sentinel-{index}.conf"
             config.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
-                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_address_port} 2\n"
                 f"sentinel down-after-milliseconds {self.MASTER} {down_after_ms}\n"
                 f"sentinel failover-timeout {self.MASTER} 10000\n"
                 f"sentinel parallel-syncs {self.MASTER} 1\n"
@@ -217,6 +229,8 @@ class SentinelGroup:
         )
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.cut()
         for process in self.processes.values():
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -251,3 +265,66 @@ class SentinelStack(Stack):
             REDIS_SENTINEL_MASTER=self.group.MASTER,
             **extra,
         )
+
+
+class ReplicationRelay:
+    """A TCP relay in front of the primary: the replica, the sentinels and (through them) the
+    app all reach the primary at this address, so the sentinels see the replica replicating
+    from the address they monitor (else they would "fix" its configuration). `hold()` makes it
+    keep what the primary sends on the replication link (the connection that said PSYNC)
+    instead of passing it on, a link that stalls; `cut()` closes everything and drops what it
+    held: the writes the primary acknowledged and the replica never got."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held = bytearray()
+        self._holding = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                replica, _ = self.listener.accept()
+                primary = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                continue
+            self._sockets += [replica, primary]
+            link = {"replication": False}
+            for source, sink, from_primary in ((replica, primary, False), (primary, replica, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, from_primary, link), daemon=True
+                ).start()
+
+    def _pump(self, source, sink, from_primary: bool, link: dict) -> None:
+        source.settimeout(0.05)
+        while not self._closed.is_set():
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if not from_primary and b"PSYNC" in data.upper():
+                link["replication"] = True
+            try:
+                if from_primary and link["replication"] and self._holding.is_set():
+                    self.held += data
+                else:
+                    sink.sendall(data)
+            except OSError:
+                return
+
+    def hold(self) -> None:
+        self._holding.set()
+
+    def cut(self) -> None:
+        self._closed.set()
+        for sock in [self.listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
