@@ -322,6 +322,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
     CELERY_BROKER_URL, visibility_timeout=3600
 )
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
+# Over Sentinel, a result stored while the primary fails over is retried until the new one
+# answers (Celery's default drops it, and whoever waits for it waits in vain).
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TIMEZONE = "UTC"

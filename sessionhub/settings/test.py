@@ -37,6 +37,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
     CELERY_BROKER_URL, visibility_timeout=3600
 )
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
 SESSIONHUB["REDIS_KEY_PREFIX"] = "shtest"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -31,6 +31,7 @@ print(json.dumps({
     "backend": s.CELERY_RESULT_BACKEND,
     "broker_options": s.CELERY_BROKER_TRANSPORT_OPTIONS,
     "backend_options": s.CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS,
+    "backend_retry": s.CELERY_RESULT_BACKEND_ALWAYS_RETRY,
     "cache": s.CACHES["default"],
 }, default=list))
 """
@@ -66,6 +67,7 @@ def test_without_scale_variables_one_redis_and_one_database():
     assert values["broker"] == values["backend"] == "redis://:secret@127.0.0.1:6379/3"
     assert values["broker_options"] == {"visibility_timeout": 3600}
     assert values["backend_options"] == {}
+    assert values["backend_retry"] is False
     assert values["cache"]["LOCATION"] == "redis://:secret@127.0.0.1:6379/3"
     assert values["cache"]["OPTIONS"]["CLIENT_CLASS"] == "django_redis.client.DefaultClient"
     assert "SENTINELS" not in values["cache"]["OPTIONS"]
@@ -86,6 +88,7 @@ def test_sentinel_configures_the_cache_and_celery():
     assert values["broker_options"]["master_name"] == "sessionhub"
     assert values["broker_options"]["visibility_timeout"] == 3600
     assert values["backend_options"]["master_name"] == "sessionhub"
+    assert values["backend_retry"] is True
     cache = values["cache"]
     assert cache["LOCATION"] == "redis://:secret@sessionhub/3"
     assert cache["OPTIONS"]["CLIENT_CLASS"] == "django_redis.client.SentinelClient"
