@@ -10,7 +10,7 @@ from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils.functional import cached_property
 
-from sessionhub.replica import REPLICA, replica_configured
+from sessionhub.replica import REPLICA, read_reports, replica_usable
 
 VIEW_PERM = "analytics.view_analytics"
 CSV_ROW_LIMIT = 100_000
@@ -42,7 +42,17 @@ class ReportAdmin:
         # Bound here, the queryset keeps its database when the template or a CSV stream
         # evaluates it after the view has returned.
         queryset = super().get_queryset(request)
-        return queryset.using(REPLICA) if replica_configured() else queryset
+        return queryset.using(REPLICA) if replica_usable() else queryset
+
+    def changelist_view(self, request, extra_context=None):
+        parent = super()
+
+        def rendered():
+            # Rendered here, where a replica outage can still be answered from the primary.
+            response = parent.changelist_view(request, extra_context)
+            return response.render() if hasattr(response, "render") else response
+
+        return read_reports(rendered)
 
     def has_view_permission(self, request, obj=None):
         return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)

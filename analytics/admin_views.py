@@ -18,7 +18,7 @@ from accounts.events import EndReason
 from sessionhub import clock
 from sessionhub import selectors as health_selectors
 from sessionhub.redis import REDIS_UNAVAILABLE
-from sessionhub.replica import replica_reads
+from sessionhub.replica import read_reports
 
 from . import charts, selectors
 from .admin_tools import csv_response
@@ -55,8 +55,7 @@ def _int(value, default: int, low: int = 1, high: int = 10_000) -> int:
 def overview_context(request) -> dict:
     if not request.user.has_perm(VIEW_PERM):
         return {}
-    with replica_reads():
-        data = selectors.overview()
+    data = read_reports(selectors.overview)
     point = charts.Point
     return {
         "overview": data,
@@ -232,8 +231,7 @@ def security(request):
             messages.warning(request, "That lock-out had already ended.")
         return HttpResponseRedirect(reverse("admin:analytics_security"))
     hours = 168 if request.GET.get("range") == "7d" else 24
-    with replica_reads():
-        data = selectors.security(hours=hours)
+    data = read_reports(selectors.security, hours=hours)
     totals: dict = {}
     for hour, _reason, failures in data.failed_by_hour:
         totals[hour] = totals.get(hour, 0) + failures
@@ -265,8 +263,7 @@ def user_detail(request, user_id: int):
         messages.success(request, f"Ended {ended} session{'s' if ended != 1 else ''}.")
         return HttpResponseRedirect(request.get_full_path())
     try:
-        with replica_reads():
-            detail = selectors.user_detail(user_id=user_id)
+        detail = read_reports(selectors.user_detail, user_id=user_id)
     except get_user_model().DoesNotExist as exc:
         raise Http404("No such user.") from exc
     chart = charts.bar_chart(

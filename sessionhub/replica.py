@@ -7,24 +7,66 @@ and writes the primary, so nothing ever misses its own write because the replica
 Without a replica configured every read goes to the primary, exactly as before.
 """
 
+import logging
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+logger = logging.getLogger(__name__)
 
 REPLICA = "replica"
+# After the replica failed a report, this process reads reports from the primary for this
+# long before it tries the replica again.
+REPLICA_RETRY_SECONDS = 30.0
 
 _reports = ContextVar("sessionhub_replica_reads", default=False)
+_replica_down_until = 0.0
 
 
 def replica_configured() -> bool:
     return REPLICA in settings.DATABASES
 
 
+def replica_usable() -> bool:
+    return replica_configured() and time.monotonic() >= _replica_down_until
+
+
 def reports_db() -> str:
     """The alias report code reads from right now."""
-    return REPLICA if _reports.get() and replica_configured() else DEFAULT_DB_ALIAS
+    return REPLICA if _reports.get() and replica_usable() else DEFAULT_DB_ALIAS
+
+
+def _replica_answers() -> bool:
+    replica = connections[REPLICA]
+    try:
+        replica.close_if_unusable_or_obsolete()
+        with replica.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        replica.close()
+        return False
+    return True
+
+
+def read_reports(read, /, *args, **kwargs):
+    """`read(...)` with its reads on the replica; when the replica is away, again on the
+    primary (and the primary serves this process's reports for REPLICA_RETRY_SECONDS), so a
+    replica outage slows the first report down instead of failing it."""
+    global _replica_down_until
+    if not replica_usable():
+        return read(*args, **kwargs)
+    try:
+        with replica_reads():
+            return read(*args, **kwargs)
+    except DatabaseError:
+        if _replica_answers():
+            raise  # the replica is fine: the error is the report's own
+        logger.warning("replica unavailable: reports read the primary")
+        _replica_down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+    return read(*args, **kwargs)
 
 
 @contextmanager

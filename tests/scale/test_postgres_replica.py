@@ -116,6 +116,13 @@ def test_reports_read_the_replica_while_logins_and_change_pages_read_the_primary
     caught_up = time.monotonic() - resumed
     assert power_users_csv(admin, stack.web_url) == {**WORKLOAD, "dave": 50}
     assert replica_lag_card(admin, stack.web_url) == 0.0
+    # The replica goes away: the reports come from the primary, the lag card says so.
+    replica.stop("immediate")
+    for _ in range(4):  # every gunicorn worker finds out for itself
+        page = admin.get(f"{stack.web_url}/admin/", timeout=30)
+        assert page.status_code == 200 and "unreachable" in page.text, page.status_code
+        listing = admin.get(f"{stack.web_url}/admin/analytics/poweruser/?window=24h", timeout=30)
+        assert listing.status_code == 200 and "dave" in listing.text, listing.status_code
     with capsys.disabled():
         print(
             f"\n[postgres replica] reports from the replica: {WORKLOAD}; replay paused: lag card "
