@@ -119,6 +119,7 @@ def test_reports_read_the_replica_while_logins_and_change_pages_read_the_primary
     # The replica goes away: the reports come from the primary, the lag card says so.
     replica.stop("immediate")
     for _ in range(4):  # every gunicorn worker finds out for itself
+        assert power_users_csv(admin, stack.web_url) == {**WORKLOAD, "dave": 50}
         page = admin.get(f"{stack.web_url}/admin/", timeout=30)
         assert page.status_code == 200 and "unreachable" in page.text, page.status_code
         listing = admin.get(f"{stack.web_url}/admin/analytics/poweruser/?window=24h", timeout=30)
