@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection
+from django.db import connections
 
 from accounts import livesessions, throttling
 from accounts.events import EndReason, EventType
@@ -21,13 +21,15 @@ from core import clock
 from core.conf import get_settings
 from core.redis import REDIS_UNAVAILABLE, get_redis
 from core.rediskeys import keys
+from core.replica import reports_db
 
 from . import useragents
 from .models import DailyRollup, UserActivity
 
 
 def _rows(sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
-    with connection.cursor() as cursor:
+    # Raw SQL bypasses the router: ask it where report reads go (the replica, if any).
+    with connections[reports_db()].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 

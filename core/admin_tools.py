@@ -1,6 +1,7 @@
 """Admin building blocks shared by the report pages: read-only access, bounded counts, CSV."""
 
 import csv
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -9,10 +10,12 @@ from django.contrib.admin import SimpleListFilter
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+
+from core.replica import REPLICA, read_reports, replica_usable
 
 VIEW_PERM = "analytics.view_analytics"
 CSV_ROW_LIMIT = 100_000
@@ -45,6 +48,23 @@ class ReportAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     actions = None
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Reports never write and never read back a write of their own: the replica, if any.
+        # Bound here, the queryset keeps its database when the template or a CSV stream
+        # evaluates it after the view has returned.
+        queryset = super().get_queryset(request)
+        return queryset.using(REPLICA) if replica_usable() else queryset
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        def rendered() -> HttpResponse:
+            # Rendered here, where a replica outage can still be answered from the primary.
+            response = super(ReportAdmin, self).changelist_view(request, extra_context)
+            return response.render() if hasattr(response, "render") else response
+
+        return read_reports(rendered)
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)
@@ -123,11 +143,18 @@ class CsvExportMixin(admin.ModelAdmin):
     def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        queryset = changelist.get_queryset(request)[:CSV_ROW_LIMIT]
+
+        def first_chunk_read() -> Iterator[Any]:
+            # The first chunk is fetched here, where a replica outage can still be answered
+            # from the primary; the rest streams from the same database.
+            changelist = self.get_changelist_instance(request)
+            objects = changelist.get_queryset(request)[:CSV_ROW_LIMIT].iterator(chunk_size=2000)
+            first = next(objects, None)
+            return objects if first is None else itertools.chain([first], objects)
+
         rows = (
             [self.csv_value(obj, name) for name in self.csv_fields]
-            for obj in queryset.iterator(chunk_size=2000)
+            for obj in read_reports(first_chunk_read)
         )
         return csv_response(
             filename=f"{self.opts.model_name}.csv", header=self.csv_fields, rows=rows

@@ -5,23 +5,55 @@ untracked), and a request must not hang for the OS default while we find that ou
 """
 
 from functools import cache
+from urllib.parse import unquote, urlsplit
 
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.sentinel import Sentinel
 
 # Errors that mean "Redis is not answering right now", as opposed to a bug in our commands.
 REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
+CLIENT_OPTIONS = {
+    "socket_connect_timeout": 0.5,
+    "socket_timeout": 2.0,
+    "health_check_interval": 30,
+    "client_name": "sessionhub",
+}
+
+
 @cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=0.5,
-        socket_timeout=2.0,
-        health_check_interval=30,
-        client_name="sessionhub",
+    if settings.REDIS_SENTINELS:
+        return _sentinel_primary()
+    return redis.Redis.from_url(settings.REDIS_URL, **CLIENT_OPTIONS)
+
+
+def _sentinel_primary() -> redis.Redis:
+    """The Sentinel group's primary, found anew by every new connection.
+
+    A fail-over breaks the connections to the old primary (or, once it is back as a replica,
+    they get READONLY and are dropped); the next connection asks the sentinels again. Until
+    they have elected a new primary, calls fail like calls to a Redis that is down (the
+    errors are in REDIS_UNAVAILABLE), which every caller already handles.
+    """
+    url = urlsplit(settings.REDIS_URL)
+    sentinel = Sentinel(
+        settings.REDIS_SENTINELS,
+        sentinel_kwargs={
+            "password": settings.REDIS_SENTINEL_PASSWORD or None,
+            "socket_connect_timeout": 0.5,
+            "socket_timeout": 0.5,
+        },
+    )
+    return sentinel.master_for(
+        settings.REDIS_SENTINEL_MASTER,
+        db=int(url.path.lstrip("/") or 0),
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        **CLIENT_OPTIONS,
     )
 
 
@@ -32,7 +64,7 @@ def as_text(value: bytes | str) -> str:
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting == "REDIS_URL":
+    if setting in {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}:
         get_redis.cache_clear()
 
 

@@ -20,6 +20,7 @@ from analytics import selectors
 from core import clock
 from core.admin_tools import csv_response
 from core.redis import REDIS_UNAVAILABLE
+from core.replica import read_reports, replica_lag
 from reports import charts
 
 VIEW_PERM = "analytics.view_analytics"
@@ -55,10 +56,11 @@ def _int(value, default: int, low: int = 1, high: int = 10_000) -> int:
 def overview_context(request) -> dict:
     if not request.user.has_perm(VIEW_PERM):
         return {}
-    data = selectors.overview()
+    data = read_reports(selectors.overview)
     point = charts.Point
     return {
         "overview": data,
+        "replica": replica_lag(),
         "dau_chart": charts.line_chart(
             {
                 "DAU": [point(f"{r.day:%m-%d}", r.dau) for r in data.daily],
@@ -230,7 +232,7 @@ def security(request):
             messages.warning(request, "That lock-out had already ended.")
         return HttpResponseRedirect(reverse("admin:analytics_security"))
     hours = 168 if request.GET.get("range") == "7d" else 24
-    data = selectors.security(hours=hours)
+    data = read_reports(selectors.security, hours=hours)
     totals: dict = {}
     for hour, _reason, failures in data.failed_by_hour:
         totals[hour] = totals.get(hour, 0) + failures
@@ -270,8 +272,11 @@ def user_detail(request, user_id: int):
         messages.success(request, f"Ended {ended} session{'s' if ended != 1 else ''}.")
         return HttpResponseRedirect(request.get_full_path())
     try:
-        detail = selectors.user_detail(
-            user_id=user_id, page=_int(request.GET.get("page"), 1), per_page=USER_TIMELINE_PAGE
+        detail = read_reports(
+            selectors.user_detail,
+            user_id=user_id,
+            page=_int(request.GET.get("page"), 1),
+            per_page=USER_TIMELINE_PAGE,
         )
     except get_user_model().DoesNotExist as exc:
         raise Http404("No such user.") from exc

@@ -7,8 +7,10 @@ real ones and refuses to start without them.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -90,22 +92,111 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Fail fast when PostgreSQL is away instead of hanging a worker for the OS default.
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
 
+# A streaming replica for the reports (core/replica.py): the admin's report pages and
+# analytics reads go there, everything that writes or reads its own writes stays on the
+# primary. Unset: one database, as without the router.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db_url_config(
+        DATABASE_REPLICA_URL, engine="django_prometheus.db.backends.postgresql"
+    )
+    DATABASES["replica"].update(
+        CONN_MAX_AGE=DATABASES["default"]["CONN_MAX_AGE"],
+        CONN_HEALTH_CHECKS=True,
+        # Tests run against one test database: the replica alias is a view of it.
+        TEST={"MIRROR": "default"},
+    )
+    DATABASES["replica"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+DATABASE_ROUTERS = ["core.replica.ReplicaRouter"]
+
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
-CACHES = {
-    "default": {
-        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "cache",
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": 1,
-            "SOCKET_TIMEOUT": 1,
-            # The cache is an accelerator; a Redis outage must not turn into 500s.
-            "IGNORE_EXCEPTIONS": True,
-        },
+
+def _sentinel_addresses(value: list[str]) -> list[tuple[str, int]]:
+    addresses = []
+    for item in value:
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+# Redis Sentinel (a primary, replicas, automatic fail-over): the app, the cache and Celery ask
+# the sentinels for the current primary and follow a fail-over without a restart. REDIS_URL
+# then gives only the database number and the password; its host:port is not used. Both
+# variables or neither: half a Sentinel configuration is an error, not a silent single Redis.
+REDIS_SENTINELS = _sentinel_addresses(env.list("REDIS_SENTINELS", default=[]))
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="")
+# The sentinels' own password (`requirepass` in sentinel.conf), when they have one.
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="")
+if bool(REDIS_SENTINELS) != bool(REDIS_SENTINEL_MASTER):
+    raise ImproperlyConfigured(
+        "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both (Sentinel) or neither."
+    )
+if REDIS_SENTINEL_PASSWORD and not REDIS_SENTINELS:
+    raise ImproperlyConfigured("REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.")
+
+
+def _sentinel_kwargs() -> dict:
+    return {
+        "password": REDIS_SENTINEL_PASSWORD or None,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 0.5,
     }
-}
+
+
+def redis_cache(redis_url: str) -> dict:
+    """The Django cache on the app's Redis: REDIS_URL itself, or the Sentinel group's primary."""
+    options = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": 1,
+        "SOCKET_TIMEOUT": 1,
+        # The cache is an accelerator; a Redis outage must not turn into 500s.
+        "IGNORE_EXCEPTIONS": True,
+    }
+    location = redis_url
+    if REDIS_SENTINELS:
+        parts = urlsplit(redis_url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@{REDIS_SENTINEL_MASTER}" if credentials else REDIS_SENTINEL_MASTER
+        location = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        options.update(
+            CLIENT_CLASS="django_redis.client.SentinelClient",
+            CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+            SENTINELS=REDIS_SENTINELS,
+            SENTINEL_KWARGS=_sentinel_kwargs(),
+        )
+    return {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+            "LOCATION": location,
+            "KEY_PREFIX": "cache",
+            "OPTIONS": options,
+        }
+    }
+
+
+def celery_redis_url(redis_url: str) -> str:
+    """Celery's URL for the app's Redis: itself, or kombu's `sentinel://` list for the group
+    (the master's name goes in the transport options, see celery_transport_options)."""
+    if not REDIS_SENTINELS:
+        return redis_url
+    parts = urlsplit(redis_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    prefix = f"{credentials}@" if credentials else ""
+    return ";".join(
+        f"sentinel://{prefix}{host}:{port}{parts.path}" for host, port in REDIS_SENTINELS
+    )
+
+
+def celery_transport_options(url: str, **options) -> dict:
+    if url.startswith("sentinel://"):
+        options.update(master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=_sentinel_kwargs())
+    return options
+
+
+CACHES = redis_cache(REDIS_URL)
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
 AUTH_USER_MODEL = "accounts.User"
@@ -229,8 +320,8 @@ SESSIONHUB = {
 SESSION_COOKIE_AGE = SESSIONHUB["ADMIN_SESSION_ABSOLUTE_TIMEOUT"]
 
 # Celery: broker and results on Redis, JSON only, every task bounded in time.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=celery_redis_url(REDIS_URL))
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=celery_redis_url(REDIS_URL))
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -239,7 +330,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
+    CELERY_BROKER_URL, visibility_timeout=3600
+)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
+# Over Sentinel, a result stored while the primary fails over is retried until the new one
+# answers (Celery's default drops it, and whoever waits for it waits in vain).
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TIMEZONE = "UTC"

@@ -7,7 +7,14 @@ number (default 15) and its own key prefix, flushed by the tests alone.
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import *  # noqa: F403
-from .base import CACHES, SESSIONHUB, env, simple_jwt_settings
+from .base import (
+    SESSIONHUB,
+    celery_redis_url,
+    celery_transport_options,
+    env,
+    redis_cache,
+    simple_jwt_settings,
+)
 
 
 def _with_redis_db(url: str, db: int) -> str:
@@ -23,9 +30,14 @@ SIMPLE_JWT = simple_jwt_settings(JWT_SIGNING_KEY)
 REDIS_URL = _with_redis_db(
     env.str("REDIS_URL", default="redis://127.0.0.1:6379/0"), env.int("TEST_REDIS_DB", default=15)
 )
-CACHES["default"]["LOCATION"] = REDIS_URL
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+CACHES = redis_cache(REDIS_URL)
+CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
+CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
+    CELERY_BROKER_URL, visibility_timeout=3600
+)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
 SESSIONHUB["REDIS_KEY_PREFIX"] = "shtest"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

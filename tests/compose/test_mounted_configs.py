@@ -18,6 +18,11 @@ from .helpers import DUMMY_ENV, argv, environment, exposed_ports, mounts
 ENV_REFERENCE = re.compile(r"\$__env\{(\w+)\}")
 
 
+def expand(value: str, env: dict[str, str]) -> str:
+    """A provisioning value as Grafana reads it: $__env{NAME} from the container's env."""
+    return ENV_REFERENCE.sub(lambda match: env[match.group(1)], value)
+
+
 def bind_mounts(service: dict):
     return [m for m in mounts(service) if m.kind == "bind"]
 
@@ -218,15 +223,18 @@ def test_grafana_postgres_datasource_points_at_the_compose_database(services):
     ]
     if not sources:
         pytest.skip("no PostgreSQL datasource yet")
+    grafana_env = environment(services["grafana"])
     for source in sources:
-        assert source["url"] == "postgres:5432", source["url"]
+        # By default; GRAFANA_DB_HOST moves the dashboards to a replica.
+        assert expand(source["url"], grafana_env) == "postgres:5432", source["url"]
         assert source["jsonData"]["database"] == postgres_env["POSTGRES_DB"]
 
 
 def test_grafana_datasources_point_at_services_exposing_those_ports(services):
     datasources = grafana_files(services, "/etc/grafana/provisioning/datasources", "*.y*ml")
+    grafana_env = environment(services["grafana"])
     urls = [
-        source["url"]
+        expand(source["url"], grafana_env)
         for path in datasources
         for source in yaml.safe_load(path.read_text()).get("datasources", [])
         if source.get("url")

@@ -212,7 +212,8 @@ def test_the_provisioned_datasources_and_their_pinned_uids():
     assert prometheus["isDefault"] is True
     postgres = datasources[POSTGRES_UID]
     assert postgres["type"] == POSTGRES_TYPE
-    assert postgres["url"] == "postgres:5432"
+    # The compose database by default, a replica when GRAFANA_DB_HOST says so.
+    assert postgres["url"] == "$__env{GRAFANA_DB_HOST}"
     assert postgres["jsonData"]["database"] == "sessionhub"
     # Credentials come from the environment, expanded by Grafana at provisioning time.
     assert ENV_REFERENCE.match(postgres["user"]), postgres["user"]
