@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from core.redis import get_redis
+from testing import Gunicorn, PrivateRedis, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -64,61 +65,7 @@ def staff_user(django_user_model, password):
 @pytest.fixture
 def unused_tcp_port():
     """A loopback port nothing listens on: a real 'connection refused'."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that the test may stop and restart."""
-
-    def __init__(self, port: int, workdir) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process = None
-
-    def start(self, *extra: str) -> None:
-        import shutil
-        import subprocess
-        import time
-
-        import redis
-
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
+    return free_port()
 
 
 @pytest.fixture
@@ -132,32 +79,23 @@ def private_redis(tmp_path, unused_tcp_port, settings):
         "default": {**settings.CACHES["default"], "LOCATION": server.url},
     }
     yield server
-    server.stop()
+    server.kill()
 
 
-class Gunicorn:
+class AppServer(Gunicorn):
     """The app under gunicorn with several workers, on the test database and test Redis."""
 
     def __init__(self, port: int, multiproc_dir, workers: int = 2) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(config="sessionhub/gunicorn.py", env={}, port=port)
         self.multiproc_dir = multiproc_dir
         self.workers = workers
-        self.process = None
 
     def start(self, extra_env: dict | None = None) -> None:
-        import os
-        import subprocess
-        import sys
-        import time
-        import urllib.request
-
         from django.conf import settings as django_settings
         from django.db import connection
 
         db = connection.settings_dict
-        env = {
-            **os.environ,
+        self.env = {
             "DJANGO_SETTINGS_MODULE": "sessionhub.settings.test",
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "REDIS_URL": django_settings.REDIS_URL,
@@ -167,42 +105,11 @@ class Gunicorn:
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
             **(extra_env or {}),
         }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "sessionhub.wsgi",
-                "--config",
-                "sessionhub/gunicorn.py",
-            ],
-            cwd=django_settings.BASE_DIR,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(self.process.stderr.read().decode()) from None
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not answer within 30 s")
-
-    def stop(self) -> None:
-        import signal
-
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-            self.process = None
+        super().start()
 
 
 @pytest.fixture
 def gunicorn_server(unused_tcp_port, tmp_path):
-    server = Gunicorn(unused_tcp_port, tmp_path / "prometheus-multiproc")
+    server = AppServer(unused_tcp_port, tmp_path / "prometheus-multiproc")
     yield server
     server.stop()

@@ -13,15 +13,12 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -181,93 +178,39 @@ def machine_description() -> str:
 # --- gunicorn ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
+class Gunicorn(testing.Gunicorn):
     """The project's WSGI app under gunicorn (bench/gunicorn_conf.py), 2 sync workers."""
+
+    startup_timeout = 60.0
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
         self.error_log = RESULTS_DIR / f"gunicorn-{name}.log"
         self.metrics_dir = RESULTS_DIR / f"prometheus-{name}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "sessionhub.wsgi:application",
-            "--config",
-            "python:bench.gunicorn_conf",
-        ]
-
-    def start(self, ready_path: str) -> None:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
+        # Its output goes to the error log; the runner's terminal stays readable.
+        super().__init__(config="python:bench.gunicorn_conf", env={}, stdout=None, stderr=None)
+        self.env = {
             "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
             "BENCH_BIND": f"127.0.0.1:{self.port}",
             "BENCH_ERROR_LOG": str(self.error_log),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
         }
-        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start; see {rel(self.error_log)}")
-            if len(self.worker_pids()) == WORKERS and self._answers(ready_path):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not answer within 60 s; see {rel(self.error_log)}")
+        self._ready_path = "/"
 
-    def _answers(self, path: str) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + path, timeout=2):  # noqa: S310
-                return True
-        except urllib.error.HTTPError:
-            return True  # any HTTP answer (401 without a token) means a worker is serving
-        except OSError:
-            return False
+    @property
+    def base_url(self) -> str:
+        return self.url
 
-    def worker_pids(self) -> list[int]:
-        if self.process is None:
-            return []
-        pid = self.process.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(child) for child in children]
+    def start(self, ready_path: str) -> None:  # type: ignore[override]
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        self._ready_path = ready_path
+        super().start()
 
-    def pids(self) -> list[int]:
-        """The master and its workers."""
-        return [self.process.pid, *self.worker_pids()] if self.process else []
+    def ready(self) -> bool:
+        return len(self.worker_pids()) == WORKERS and self.answers(self._ready_path)
 
-    def stop(self, timeout: float = 60) -> int | None:
-        """Graceful stop (SIGTERM): workers finish their request and run `worker_exit`."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
-        self.process = None
-        return code
+    def failure(self) -> str:
+        return f"see {rel(self.error_log)}"
 
 
 # --- wrk ---------------------------------------------------------------------------------------

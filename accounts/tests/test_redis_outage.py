@@ -15,13 +15,13 @@ pytestmark = pytest.mark.django_db
 
 def test_redis_stopped_mid_test(private_redis, api_client, user, password, staff_user):
     # A Redis that keeps its data across the restart (AOF, fsync always): nothing may be lost.
-    private_redis.stop()
+    private_redis.kill()
     private_redis.start("--appendonly", "yes", "--appendfsync", "always")
     tokens = login(api_client, user.username, password).json()
     assert api_client.get("/api/me/", **bearer(tokens["access"])).status_code == 200
     assert tracker.flush()
 
-    private_redis.stop()
+    private_redis.kill()
     client = APIClient()
     for _ in range(5):
         assert client.get("/api/me/", **bearer(tokens["access"])).status_code == 200
@@ -78,7 +78,7 @@ def test_a_process_starting_while_redis_is_down_serves_on_the_jwt_without_waitin
     from accounts.tracking import Tracker
 
     tokens = login(api_client, user.username, password).json()
-    private_redis.stop()
+    private_redis.kill()
     starting = Tracker()
     try:
         began = time.monotonic()

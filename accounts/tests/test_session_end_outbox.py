@@ -101,7 +101,7 @@ def test_a_session_brought_to_redis_after_the_end_was_applied_is_ended_too(
     """A login made while Redis was down is opened in Redis by its web process's next flush,
     which may come after the beat job applied a password change: the job applies recent ends
     again."""
-    private_redis.stop()
+    private_redis.kill()
     during = login(api_client, user.username, password).json()  # held in this process
     user.set_password(NEW_PASSWORD)
     user.save()

@@ -90,7 +90,7 @@ def test_the_reconciliation_ends_sessions_that_reach_redis_after_the_user_was_re
     after their users were deactivated (`update()`) or deleted and the beat job found nothing to
     end. The reconciliation finds them by walking the live sessions."""
     bob, carol, _ = people
-    private_redis.stop()
+    private_redis.kill()
     tokens = {u.username: login(api_client, u.username, password).json() for u in people}
     User.objects.filter(pk=bob.pk).update(is_active=False)
     User.objects.filter(pk=carol.pk).delete()

@@ -138,7 +138,7 @@ def test_cardinality_does_not_grow_with_users_or_ips(
 
 
 def test_redis_down_is_reported_not_a_500(client, private_redis):
-    private_redis.stop()
+    private_redis.kill()
     values = samples(scrape(client))
     assert values[("sessionhub_redis_up", ())] == 0
 

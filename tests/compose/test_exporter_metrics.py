@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitoring.helpers import free_port, metric_names, need, rules
+from testing import free_port
+from tests.monitoring.helpers import metric_names, need, rules
 
 from .helpers import ROOT
 

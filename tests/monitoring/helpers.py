@@ -4,7 +4,6 @@ import base64
 import json
 import re
 import shutil
-import socket
 import socketserver
 import subprocess
 import threading
@@ -41,12 +40,6 @@ def need(*names: str) -> str:
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     # Our own binaries and files, found with shutil.which: no untrusted input.
     return subprocess.run(command, capture_output=True, text=True, timeout=120, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_yaml(path: Path):

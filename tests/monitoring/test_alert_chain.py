@@ -26,6 +26,7 @@ import yaml
 
 from core.rediskeys import keys
 from observability.services import celery_heartbeat_record
+from testing import free_port
 from tests.compose.helpers import DUMMY_ENV as COMPOSE_ENV
 from tests.compose.helpers import argv, resolved_compose
 
@@ -36,7 +37,6 @@ from .helpers import (
     RULES_DIR,
     FakeSlack,
     FakeSMTP,
-    free_port,
     load_yaml,
     need,
     run,

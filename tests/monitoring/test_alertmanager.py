@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import ALERTMANAGER_DIR, FakeSlack, FakeSMTP, free_port, need, run, serve, wait_for
+from testing import free_port
+
+from .helpers import ALERTMANAGER_DIR, FakeSlack, FakeSMTP, need, run, serve, wait_for
 
 TEMPLATE = ALERTMANAGER_DIR / "alertmanager.yml"
 ENTRYPOINT = ALERTMANAGER_DIR / "entrypoint.sh"

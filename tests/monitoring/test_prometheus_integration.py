@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from testing import free_port
+
 from .helpers import (
     APP_JOB,
     RULES_DIR,
     alert_rules,
-    free_port,
     materialize_prometheus_config,
     metric_names,
     need,

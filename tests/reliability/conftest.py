@@ -7,7 +7,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from .helpers import PrivatePostgres, PrivateRedis, Stack, database_url, free_port, with_db
+from testing import PrivateRedis, free_port
+
+from .helpers import PrivatePostgres, Stack, database_url, with_db
 
 
 @pytest.hookimpl(hookwrapper=True)

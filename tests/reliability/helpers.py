@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import requests
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
+from testing import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 SYNC_TASK = "audit.tasks.sync_sessions"
 TRACKED = "/api/sessions/"  # needs Redis, no SQL
@@ -33,26 +34,9 @@ TRACKED_SQL = "/api/me/"  # needs PostgreSQL (the user row), answers without Red
 PASSWORD = "reliability-password-1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def with_db(url: str, db: int) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -500,64 +484,6 @@ def database_url(settings_dict: dict) -> str:
 
 
 # --- private servers -------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of the test's own that stops gracefully (SIGTERM: AOF written and synced)
-    and starts again on the same port and directory."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-        self.args: list[str] = []
-
-    def start(self, *args: str) -> None:
-        self.args = list(args) or self.args
-        log = (self.workdir / "redis.log").open("ab")
-        try:
-            self.process = subprocess.Popen(
-                [
-                    shutil.which("redis-server"),
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self.workdir),
-                    "--save",
-                    "",
-                    *self.args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            wait_until(lambda: self._ping(client), 20, 0.05, "redis-server to answer")
-        finally:
-            client.close()
-
-    @staticmethod
-    def _ping(client) -> bool:
-        try:
-            return bool(client.ping())
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM: Redis's own shutdown (with AOF on, the file is flushed and fsynced)."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
 
 
 class PrivatePostgres:
