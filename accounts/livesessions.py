@@ -22,6 +22,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -35,8 +36,29 @@ from core.rediskeys import keys
 
 from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
 
-# session_duration_seconds buckets (the seed's); shared by the end script and the collector.
+# session_duration_seconds buckets (the seed's), in seconds, each an inclusive upper bound: the
+# end script's histogram, the collector and the SQL duration rollup (tested against this).
 DURATION_BUCKETS = (60, 300, 900, 3600, 86400)
+
+
+class SessionStatus(StrEnum):
+    """How recently a live session was used, by the configured windows; the SQL function
+    analytics_session_status() says the same (tested against `session_status`)."""
+
+    ACTIVE_NOW = "active_now"
+    RECENT = "recent"
+    IDLE = "idle"
+
+
+def session_status(last_active: float, now: float) -> SessionStatus:
+    conf = get_settings()
+    age = now - last_active
+    if age < conf.ACTIVE_WINDOW:
+        return SessionStatus.ACTIVE_NOW
+    if age < conf.RECENT_WINDOW:
+        return SessionStatus.RECENT
+    return SessionStatus.IDLE
+
 
 LUA_DIR = Path(__file__).parent / "lua"
 # Scripts that end sessions share one definition of how (end_session.lua), put in front of them.

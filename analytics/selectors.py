@@ -15,7 +15,7 @@ from django.db import connection
 
 from accounts import livesessions, throttling
 from accounts.events import EventType
-from accounts.selectors import session_status
+from accounts.livesessions import SessionStatus
 from audit.models import AuditEvent, AuditSession
 from core import clock
 from core.conf import get_settings
@@ -116,18 +116,16 @@ class LivePage:
         return max(1, -(-self.total // self.per_page))
 
 
-STATUS_BOUNDS = ("active_now", "recent", "idle")
-
-
 def _score_range(status: str | None, now: float) -> tuple[str, str]:
     conf = get_settings()
     active, recent = now - conf.ACTIVE_WINDOW, now - conf.RECENT_WINDOW
-    return {
+    ranges: dict[str | None, tuple[str, str]] = {
         None: ("+inf", "-inf"),
-        "active_now": ("+inf", f"{active}"),
-        "recent": (f"({active}", f"{recent}"),
-        "idle": (f"({recent}", "-inf"),
-    }[status]
+        SessionStatus.ACTIVE_NOW: ("+inf", f"{active}"),
+        SessionStatus.RECENT: (f"({active}", f"{recent}"),
+        SessionStatus.IDLE: (f"({recent}", "-inf"),
+    }
+    return ranges[status]
 
 
 def live_sessions_page(
@@ -150,7 +148,8 @@ def live_sessions_page(
         sessions = [
             s
             for s in sessions
-            if not s.is_ended and (status is None or session_status(s.last_active, now) == status)
+            if not s.is_ended
+            and (status is None or livesessions.session_status(s.last_active, now) == status)
         ]
         total = len(sessions)
         sessions = sessions[(page - 1) * per_page : page * per_page]
@@ -171,7 +170,11 @@ def live_sessions_page(
         .values_list("pk", "username")
     )
     rows = [
-        LiveRow(s, names.get(s.user_id, f"#{s.user_id}"), session_status(s.last_active, now))
+        LiveRow(
+            s,
+            names.get(s.user_id, f"#{s.user_id}"),
+            livesessions.session_status(s.last_active, now),
+        )
         for s in sessions
     ]
     return LivePage(rows, total, page, per_page)

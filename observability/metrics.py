@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from accounts.events import EndReason, FailureReason, LockScope
-from accounts.livesessions import DURATION_BUCKETS
+from accounts.livesessions import DURATION_BUCKETS, SessionStatus
 from core import clock
 from core.conf import get_settings
 from core.redis import REDIS_UNAVAILABLE, get_redis
@@ -145,8 +145,11 @@ class SessionhubCollector(Collector):
             "Live sessions by status of their last activity.",
             labels=["status"],
         )
-        for status in ("active_now", "recent", "idle"):
-            by_status.add_metric([status], v[status if status != "active_now" else "active"])
+        for status in SessionStatus:
+            # _read names the active count "active": it is sessions_active_total too.
+            by_status.add_metric(
+                [status.value], v["active" if status is SessionStatus.ACTIVE_NOW else status.value]
+            )
         yield by_status
 
         calls = CounterMetricFamily("api_calls", "Tracked API calls (authenticated requests).")

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from accounts.livesessions import SessionStatus
 from analytics.models import IdleUser, PowerUser, SuspiciousIp, UserActivity
 from core.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
 
@@ -95,9 +96,7 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
         "days_active_30d",
     )
     list_filter = (
-        fixed_choices_filter(
-            "status", "status", [(s, s) for s in ("active_now", "recent", "idle")]
-        ),
+        fixed_choices_filter("status", "status", [(s.value, s.value) for s in SessionStatus]),
         "never_active",
         "is_active",
     )

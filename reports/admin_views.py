@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import services as account_services
 from accounts.events import EndReason
+from accounts.livesessions import SessionStatus
 from analytics import selectors
 from core import clock
 from core.admin_tools import csv_response
@@ -23,7 +24,7 @@ from reports import charts
 
 VIEW_PERM = "analytics.view_analytics"
 MANAGE_PERM = "analytics.manage_sessions"
-STATUSES = ("active_now", "recent", "idle")
+STATUSES = tuple(SessionStatus)
 
 
 def _require(request, perm: str) -> None:

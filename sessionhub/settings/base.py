@@ -200,7 +200,13 @@ SESSIONHUB = {
     "LOGIN_ACCOUNT_FAILURE_LIMIT": env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=20),
     "LOGIN_ACCOUNT_DELAY_SECONDS": env.int("LOGIN_ACCOUNT_DELAY_SECONDS", default=60),
     "LOGIN_KNOWN_ADDRESS_DAYS": env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=30),
+    # Seconds between the beat jobs' runs (CELERY_BEAT_SCHEDULE below reads them here).
     "SYNC_INTERVAL": env.float("SYNC_INTERVAL", default=10.0),
+    "SESSION_END_APPLY_INTERVAL": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),
+    "SESSION_RECONCILE_INTERVAL": env.float("SESSION_RECONCILE_INTERVAL", default=300.0),
+    "SESSION_EXPIRE_INTERVAL": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+    "ANALYTICS_REFRESH_INTERVAL": env.float("ANALYTICS_REFRESH_INTERVAL", default=60.0),
+    "CELERY_HEARTBEAT_INTERVAL": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),
     "SYNC_BATCH_SIZE": env.int("SYNC_BATCH_SIZE", default=2000),
     "SYNC_COMMIT_ROWS": env.int("SYNC_COMMIT_ROWS", default=20_000),
     "AUDIT_RETENTION_DAYS": env.int("AUDIT_RETENTION_DAYS", default=90),
@@ -236,13 +242,13 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "audit-sync": {
         "task": "audit.tasks.sync_sessions",
-        "schedule": env.float("SYNC_INTERVAL", default=10.0),
+        "schedule": SESSIONHUB["SYNC_INTERVAL"],
         # A run that could not start within one interval is superseded by the next one.
-        "options": {"expires": env.float("SYNC_INTERVAL", default=10.0)},
+        "options": {"expires": SESSIONHUB["SYNC_INTERVAL"]},
     },
     "analytics-refresh": {
         "task": "analytics.tasks.refresh_analytics",
-        "schedule": env.float("ANALYTICS_REFRESH_INTERVAL", default=60.0),
+        "schedule": SESSIONHUB["ANALYTICS_REFRESH_INTERVAL"],
         "options": {"expires": 60},
     },
     "audit-prune": {
@@ -259,17 +265,17 @@ CELERY_BEAT_SCHEDULE = {
     # sessions", a reused refresh token) reach Redis here when they could not at once.
     "session-ends-apply": {
         "task": "accounts.tasks.session_ends_apply",
-        "schedule": env.float("SESSION_END_APPLY_INTERVAL", default=5.0),
-        "options": {"expires": env.float("SESSION_END_APPLY_INTERVAL", default=5.0)},
+        "schedule": SESSIONHUB["SESSION_END_APPLY_INTERVAL"],
+        "options": {"expires": SESSIONHUB["SESSION_END_APPLY_INTERVAL"]},
     },
     "sessions-reconcile": {
         "task": "accounts.tasks.sessions_reconcile",
-        "schedule": env.float("SESSION_RECONCILE_INTERVAL", default=300.0),
+        "schedule": SESSIONHUB["SESSION_RECONCILE_INTERVAL"],
         "options": {"expires": 300},
     },
     "sessions-expire": {
         "task": "accounts.tasks.sessions_expire",
-        "schedule": env.float("SESSION_EXPIRE_INTERVAL", default=30.0),
+        "schedule": SESSIONHUB["SESSION_EXPIRE_INTERVAL"],
         "options": {"expires": 30},
     },
     "lockout-periods-close": {
@@ -279,7 +285,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "celery-heartbeat": {
         "task": "sessionhub.tasks.heartbeat",
-        "schedule": env.float("CELERY_HEARTBEAT_INTERVAL", default=30.0),
+        "schedule": SESSIONHUB["CELERY_HEARTBEAT_INTERVAL"],
         "options": {"expires": 30},
     },
 }
