@@ -23,13 +23,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-import redis
 from redis.commands.core import Script
 
+from core import lua
 from core.conf import get_settings
 from core.redis import as_text, get_redis
 from core.rediskeys import keys
@@ -72,18 +71,12 @@ class SessionIdTaken(Exception):
 
 
 def script_source(name: str) -> str:
-    parts = [*INCLUDES.get(name, ()), name]
-    return "\n".join((LUA_DIR / f"{part}.lua").read_text() for part in parts)
-
-
-@cache
-def _script(name: str, client: redis.Redis) -> Script:
-    return client.register_script(script_source(name))
+    return lua.source(LUA_DIR, name, INCLUDES.get(name, ()))
 
 
 def script(name: str) -> Script:
-    """A registered Lua script (EVALSHA, falling back to EVAL once after a Redis restart)."""
-    return _script(name, get_redis())
+    """A registered Lua script of the live-session record (see core.lua)."""
+    return lua.script(LUA_DIR, name, INCLUDES.get(name, ()))
 
 
 def new_sid() -> str:

@@ -1,7 +1,6 @@
 """Writes of the audit trail: the sync from Redis, retention, and the flush of old tokens."""
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from core import clock
 from core.conf import get_settings
+from core.locks import RedisLock
 from core.redis import get_redis
 from core.rediskeys import keys
 
@@ -27,38 +27,14 @@ logger = logging.getLogger(__name__)
 # Renewed after every commit; short, so a worker killed mid-run holds the others back briefly.
 SYNC_LOCK_SECONDS = 30
 
-RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
-
-class SyncLock:
-    """One sync at a time (beat overlap, two beats, a manual run): SET NX with a token,
-    renewed between batches, released only by its holder. Correctness never depends on it —
-    the writes are idempotent — it only saves doing the work twice."""
+class SyncLock(RedisLock):
+    """One sync at a time (beat overlap, two beats, a manual run), renewed between batches.
+    Correctness never depends on it — the writes are idempotent — it only saves doing the
+    work twice."""
 
     def __init__(self, ttl: float = SYNC_LOCK_SECONDS) -> None:
-        self.key = keys.sync_lock()
-        self.token = secrets.token_hex(16)
-        self.ttl_ms = int(ttl * 1000)
-        self.client = get_redis()
-
-    def acquire(self) -> bool:
-        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
-
-    def renew(self) -> None:
-        if not self.client.eval(RENEW_LOCK, 1, self.key, self.token, self.ttl_ms):
-            raise RuntimeError("sync lock lost (expired while running); stopping this run")
-
-    def release(self) -> None:
-        self.client.eval(RELEASE_LOCK, 1, self.key, self.token)
+        super().__init__(keys.sync_lock(), ttl, name="sync lock")
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import cast
 
 from django.db import DataError, IntegrityError, connection, transaction
+from redis.commands.core import Script
 
 from accounts.events import MAX_USER_AGENT, MAX_USERNAME, EventType
+from core import lua
 from core.conf import get_settings
 from core.redis import get_redis
 from core.rediskeys import keys
@@ -197,9 +199,8 @@ WHERE (audit_sync_cursor.last_ms, audit_sync_cursor.last_seq)
 """
 
 
-def _script(name: str):
-    client = get_redis()
-    return client.register_script((LUA_DIR / f"{name}.lua").read_text())
+def _script(name: str) -> Script:
+    return lua.script(LUA_DIR, name)
 
 
 # --- Rows PostgreSQL refuses -----------------------------------------------------------------
