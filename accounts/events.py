@@ -85,7 +85,7 @@ def clean_text(value: str | None, limit: int) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def event_payload(
+def _payload(
     event_type: EventType,
     *,
     user_id: int | None = None,
@@ -96,8 +96,12 @@ def event_payload(
     reason: str = "",
     actor_id: int | None = None,
     occurred_at: float | None = None,
+    filled_by_script: tuple[str, ...] = (),
 ) -> str:
-    payload = {
+    """The one layout of every event (what the audit sync reads). `filled_by_script` names the
+    keys a Lua script sets when it writes the event; they are present, empty, from the start,
+    so Python and Lua agree on the keys (accounts/tests/test_event_payloads.py)."""
+    payload: dict[str, object] = {
         "type": str(event_type),
         "ts": occurred_at if occurred_at is not None else clock.now(),
         "uid": user_id,
@@ -108,6 +112,7 @@ def event_payload(
         "reason": reason,
         "actor": actor_id,
     }
+    payload.update(dict.fromkeys(filled_by_script))
     return json.dumps(payload, separators=(",", ":"))
 
 
@@ -150,7 +155,7 @@ def login_payload(
 ) -> str:
     """A successful login: `sid` names the API session it opened; an admin login opens none and
     says so in `reason` (via="admin")."""
-    return event_payload(
+    return _payload(
         EventType.LOGIN,
         user_id=user_id,
         sid=sid,
@@ -167,7 +172,7 @@ def login_failed_payload(
 ) -> str:
     """A failed login, or the first attempt a lock refused in its lock period (reason
     `throttled`; the period's lockout_lifted event counts the rest)."""
-    return event_payload(
+    return _payload(
         EventType.LOGIN_FAILED,
         username=username,
         ip=ip,
@@ -178,13 +183,14 @@ def login_failed_payload(
 
 
 def locked_out_payload(*, username: str, ip: str, user_agent: str, occurred_at: float) -> str:
-    """A lock period starts; the lock script sets `reason` to its LockScope (and `until`)."""
-    return event_payload(
+    """A lock period starts; the lock script sets `reason` to its LockScope and `until`."""
+    return _payload(
         EventType.LOCKED_OUT,
         username=username,
         ip=ip,
         user_agent=user_agent,
         occurred_at=occurred_at,
+        filled_by_script=("until",),
     )
 
 
@@ -200,7 +206,7 @@ def lockout_lifted_payload(
     of attempts it refused in `reason` ("refused=N"). Stored as a template when the lock
     starts; accounts/lua/lockout_close.lua fills in `ts`, `reason` and `actor` when the period
     closes."""
-    return event_payload(
+    return _payload(
         EventType.LOCKOUT_LIFTED,
         username=username,
         ip=ip,
@@ -210,11 +216,24 @@ def lockout_lifted_payload(
     )
 
 
+def token_refresh_payload(*, user_id: int, sid: str, ip: str, user_agent: str) -> str:
+    return _payload(EventType.TOKEN_REFRESH, user_id=user_id, sid=sid, ip=ip, user_agent=user_agent)
+
+
 def token_refreshed(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
-    append(
-        event_payload(
-            EventType.TOKEN_REFRESH, user_id=user_id, sid=sid, ip=ip, user_agent=user_agent
-        )
+    append(token_refresh_payload(user_id=user_id, sid=sid, ip=ip, user_agent=user_agent))
+
+
+def session_ended_payload(*, sid: str, reason: EndReason, actor_id: int | None = None) -> str:
+    """`logout`, `session_revoked` or `session_expired`: the type follows from the end reason
+    (END_EVENT_TYPE). The end script (accounts/lua/end_session.lua) fills in `uid`, `ts` and
+    `duration` when it ends the session, exactly once."""
+    return _payload(
+        END_EVENT_TYPE[reason],
+        sid=sid,
+        reason=str(reason),
+        actor_id=actor_id,
+        filled_by_script=("duration",),
     )
 
 
@@ -225,18 +244,20 @@ def session_anomaly_template() -> str:
     the same call; it fills in `uid`, `sid`, `ts`, `ip` and `ua` (the client that has just
     appeared) and `reason`: the /24 or /64 network the session was in use from until then.
     """
-    return event_payload(EventType.SESSION_ANOMALY)
+    return _payload(EventType.SESSION_ANOMALY)
+
+
+def refresh_token_reused_payload(*, user_id: int, sid: str, ip: str, user_agent: str) -> str:
+    """A rotated refresh token came back: someone holds a copy. Its session is ended with it."""
+    return _payload(
+        EventType.REFRESH_TOKEN_REUSED,
+        user_id=user_id,
+        sid=sid,
+        ip=ip,
+        user_agent=user_agent,
+        reason=str(EndReason.REFRESH_REUSE),
+    )
 
 
 def refresh_token_reused(*, user_id: int, sid: str, ip: str, user_agent: str) -> None:
-    """A rotated refresh token came back: someone holds a copy. Its session is ended with it."""
-    append(
-        event_payload(
-            EventType.REFRESH_TOKEN_REUSED,
-            user_id=user_id,
-            sid=sid,
-            ip=ip,
-            user_agent=user_agent,
-            reason=str(EndReason.REFRESH_REUSE),
-        )
-    )
+    append(refresh_token_reused_payload(user_id=user_id, sid=sid, ip=ip, user_agent=user_agent))

@@ -33,7 +33,8 @@ from core.conf import get_settings
 from core.redis import as_text, get_redis
 from core.rediskeys import keys
 
-from .events import END_EVENT_TYPE, EndReason, EventType, event_payload
+from . import events
+from .events import EndReason
 
 # session_duration_seconds buckets (the seed's), in seconds, each an inclusive upper bound: the
 # end script's histogram, the collector and the SQL duration rollup (tested against this).
@@ -142,8 +143,7 @@ def parse_session(sid: str, values: list) -> LiveSession | None:
 def start_args(
     *, sid: str, user_id: int, started_at: float, ip: str, user_agent: str, username: str
 ) -> tuple[list, list]:
-    event = event_payload(
-        EventType.LOGIN,
+    event = events.login_payload(
         user_id=user_id,
         username=username,
         ip=ip,
@@ -152,9 +152,8 @@ def start_args(
         occurred_at=started_at,
     )
     conf = get_settings()
-    limit_event = event_payload(
-        END_EVENT_TYPE[EndReason.SESSION_LIMIT], reason=str(EndReason.SESSION_LIMIT)
-    )
+    # Completed by the start script for each session the limit ends (its sid, uid, ts).
+    limit_event = events.session_ended_payload(sid="", reason=EndReason.SESSION_LIMIT)
     script_keys = [
         keys.session(sid),
         keys.active_index(),
@@ -204,7 +203,7 @@ def end(
 ) -> Any:
     """End one session exactly once. Returns the script's answer (1 ended now, 0 already,
     -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
-    event = event_payload(END_EVENT_TYPE[reason], sid=sid, reason=str(reason), actor_id=actor_id)
+    event = events.session_ended_payload(sid=sid, reason=reason, actor_id=actor_id)
     script_keys = [
         keys.session(sid),
         keys.active_index(),

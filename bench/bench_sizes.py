@@ -19,7 +19,7 @@ def run(duration: float) -> str:
     from django.db import connection
 
     from accounts import livesessions
-    from accounts.events import EventType, event_payload
+    from accounts.events import login_payload
     from accounts.tracking import tracker
     from audit import services
     from core.rediskeys import keys
@@ -72,8 +72,7 @@ def run(duration: float) -> str:
         client.xadd(
             keys.events(),
             {
-                "d": event_payload(
-                    EventType.LOGIN,
+                "d": login_payload(
                     user_id=user.pk,
                     username=user.username,
                     ip="198.51.100.1",
