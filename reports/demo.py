@@ -16,7 +16,6 @@ import itertools
 import random
 import secrets
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
@@ -93,26 +92,6 @@ class DemoResult:
     calls: int = 0
     failed_logins: int = 0
     profiles: dict[str, int] = field(default_factory=dict)
-
-
-class SimulatedClock:
-    def __init__(self, start: float) -> None:
-        self.value = start
-
-    def __call__(self) -> float:
-        return self.value
-
-
-@contextmanager
-def simulated_time(start: float):
-    """Session logic (core.clock) follows `clock.value` while the block runs."""
-    simulated = SimulatedClock(start)
-    real = clock.now
-    clock.now = simulated
-    try:
-        yield simulated
-    finally:
-        clock.now = real
 
 
 def _profile_for(index: int, total: int) -> Profile:
@@ -205,7 +184,7 @@ def demo_seed(
             result.profiles[profile.name] = result.profiles.get(profile.name, 0) + 1
         actions = _plan(people, days, end, rng, counter)
         total = len(actions)
-        with simulated_time(end - days * DAY) as simulated:
+        with clock.simulated(end - days * DAY) as simulated:
             next_expiry = simulated.value
             next_sync = simulated.value + DAY
             done = 0

@@ -18,7 +18,6 @@ from accounts.tracking import tracker
 from analytics import services as analytics_services
 from audit import services as audit_services
 from core import clock
-from reports.demo import simulated_time
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,7 +38,7 @@ PASSWORD = "browser test passphrase"
 
 
 def _session(user, when: float, ip: str = "198.51.100.10"):
-    with simulated_time(when):
+    with clock.simulated(when):
         pair = account_services.login(
             username=user.username, password=PASSWORD, ip=ip, user_agent="client/1"
         )
@@ -47,7 +46,7 @@ def _session(user, when: float, ip: str = "198.51.100.10"):
 
 
 def _calls(user, pair, when: float, count: int, started: float) -> None:
-    with simulated_time(when):
+    with clock.simulated(when):
         for _ in range(count):
             tracker.authorize(
                 sid=pair.sid,
@@ -75,13 +74,13 @@ def workload(django_user_model, settings):
     bob_start = now - 3 * 86400
     bob = _session(users["bob"], bob_start)
     _calls(users["bob"], bob, bob_start + 300, 40, bob_start)
-    with simulated_time(bob_start + 600):
+    with clock.simulated(bob_start + 600):
         account_services.logout(raw_refresh=bob.refresh)
 
     carol_start = now - 20 * 86400
     carol = _session(users["carol"], carol_start)
     _calls(users["carol"], carol, carol_start + 60, 5, carol_start)
-    with simulated_time(carol_start + 7200):
+    with clock.simulated(carol_start + 7200):
         account_services.sessions_expire_due()
 
     for name in ("root", "admin", "test", "guest", "oracle", "alice"):
