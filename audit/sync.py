@@ -54,7 +54,7 @@ from .models import SyncQuarantine
 
 logger = logging.getLogger(__name__)
 
-LUA_DIR = Path(__file__).parent / "lua"
+LUA_DIR = Path(__file__).resolve().parent.parent / "accounts" / "lua"
 EVENT_CURSOR = "events"
 # Times the sync accepts, as read_sessions.lua does: from 2000 to a day ahead of this clock.
 EARLIEST = 946_684_800
