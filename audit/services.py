@@ -5,13 +5,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from accounts import export
 from core import clock
 from core.conf import get_settings
 from core.locks import RedisLock
@@ -123,32 +123,16 @@ class RetryResult:
 
 
 def _retry_sessions(rows: list[SyncQuarantine], anonymize_ip: bool) -> sync.Written:
-    """Each stored hash rendered again by the current reader, under keys of its own (a live
-    session of the same id is not touched), and written by the current writer."""
-    client = get_redis()
-    scratch_set, scratch_prefix = keys.quarantine_retry_set(), keys.quarantine_retry_prefix()
-    sids = []
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(scratch_set)
-    for row in rows:
-        sid, fields = sync.parse_raw_row(row.raw)
-        sids.append(sid)
-        pipe.delete(scratch_prefix.encode() + sid)
-        if fields:
-            pipe.hset(scratch_prefix.encode() + sid, mapping=dict[Any, Any](fields))
-        pipe.sadd(scratch_set, sid)
-    pipe.execute()
+    """Each stored hash rendered again by the current reader and written by the current
+    writer."""
+    hashes = [sync.parse_raw_row(row.raw) for row in rows]
     landed = refused = 0
     quarantined = {row.key for row in rows}
-    try:
-        for batch in sync._read_session_batches(
-            len(rows), inflight=scratch_set, prefix=scratch_prefix
-        ):
+    with export.sessions_rendered(hashes) as batches:
+        for batch in batches:
             written = sync.write_sessions(batch, anonymize_ip=anonymize_ip, quarantined=quarantined)
             landed += written.rows
             refused += written.quarantined
-    finally:
-        client.delete(scratch_set, *(scratch_prefix.encode() + sid for sid in sids))
     # A hash gone entirely (nothing to render) cannot be written: it stays, refused again.
     return sync.Written(landed, len(rows) - landed)
 

@@ -18,17 +18,16 @@ At-least-once delivery, exactly-once effect:
 * **Rows that cannot be written.** Redis holds bytes, and a hash or an event written around
   the validating entry points may hold anything. Such a row must not stall the sync (every
   later run would fail on it, and the backlog grow without bound), nor be dropped silently.
-  The Lua reader and `event_row` check each field's shape and set a malformed row aside with
-  its problem; what only PostgreSQL can judge (UTF-8, an address that looked right) is found
-  when it refuses a batch: the transaction is rolled back and written again with the refused
-  rows isolated — cut out at the COPY line PostgreSQL names, else by halving the batch in
-  savepoints. Either way the refused rows go to `audit_quarantine` with the reason, in the
-  transaction that commits the rest, before Redis is acknowledged. The usual batch pays
-  nothing for this: one COPY and one upsert, as before.
+  The Lua reader and `accounts.export.event_row` check each field's shape and set a malformed
+  row aside with its problem; what only PostgreSQL can judge (UTF-8, an address that looked
+  right) is found when it refuses a batch: the transaction is rolled back and written again
+  with the refused rows isolated — cut out at the COPY line PostgreSQL names, else by halving
+  the batch in savepoints. Either way the refused rows go to `audit_quarantine` with the
+  reason, in the transaction that commits the rest, before Redis is acknowledged. The usual
+  batch pays nothing for this: one COPY and one upsert, as before.
 """
 
 import hashlib
-import ipaddress
 import json
 import logging
 import queue
@@ -36,16 +35,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import cast
+from dataclasses import dataclass
 
 from django.db import DataError, IntegrityError, connection, transaction
-from redis.commands.core import Script
 
-from accounts.events import MAX_USER_AGENT, MAX_USERNAME, EventType
-from core import lua
+from accounts import export
+from accounts.events import MAX_USER_AGENT
 from core.conf import get_settings
 from core.redis import get_redis
 from core.rediskeys import keys
@@ -54,23 +49,15 @@ from .models import SyncQuarantine
 
 logger = logging.getLogger(__name__)
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "accounts" / "lua"
 EVENT_CURSOR = "events"
-# Times the sync accepts, as read_sessions.lua does: from 2000 to a day ahead of this clock.
-EARLIEST = 946_684_800
-FUTURE_SLACK = 86_400
 Progress = Callable[[str, int, int], None]
 
-STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS sync_session_stage (
-    sid text, user_id bigint, ip text, user_agent text, started double precision,
-    last_active double precision, ended double precision, end_reason text,
-    api_call_count bigint, hourly_calls jsonb, generation bigint
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS sync_event_stage (
-    stream_id text, event_type text, user_id bigint, username text, ip inet, user_agent text,
-    session_id text, reason text, actor_id bigint, occurred_at timestamptz
-) ON COMMIT DELETE ROWS;
+# Staging tables in the layouts accounts.export renders sessions and events in.
+STAGING_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS sync_session_stage ({export.SESSION_STAGE_COLUMNS})
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS sync_event_stage ({export.EVENT_STAGE_COLUMNS})
+    ON COMMIT DELETE ROWS;
 """
 
 COPY_SESSIONS = "COPY sync_session_stage FROM STDIN (FORMAT text)"
@@ -162,25 +149,8 @@ ON CONFLICT (user_id) DO UPDATE SET
 WHERE a.first_active > EXCLUDED.first_active OR a.last_active < EXCLUDED.last_active
 """
 
-EVENT_COLUMNS = (
-    "stream_id, event_type, user_id, username, ip, user_agent, session_id, reason, actor_id, "
-    "occurred_at"
-)
-EVENT_TYPES = [
-    "text",
-    "text",
-    "int8",
-    "text",
-    "inet",
-    "text",
-    "text",
-    "text",
-    "int8",
-    "timestamptz",
-]
-
 INSERT_EVENTS = f"""
-INSERT INTO audit_event ({EVENT_COLUMNS})
+INSERT INTO audit_event ({export.EVENT_COLUMNS})
 SELECT e.stream_id, e.event_type, u.id, e.username, e.ip, e.user_agent, e.session_id, e.reason,
        a.id, e.occurred_at
 FROM sync_event_stage e
@@ -199,10 +169,6 @@ WHERE (audit_sync_cursor.last_ms, audit_sync_cursor.last_seq)
 """
 
 
-def _script(name: str) -> Script:
-    return lua.script(LUA_DIR, name)
-
-
 # --- Rows PostgreSQL refuses -----------------------------------------------------------------
 
 # What PostgreSQL says about a row (bad text, a value out of range, a constraint): isolate the
@@ -211,10 +177,6 @@ ROW_ERRORS = (DataError, IntegrityError)
 COPY_LINE = re.compile(r"^COPY sync_\w+, line (\d+)")
 ERROR_CHARS = 1000
 RAW_VALUE_CHARS = 65_536
-
-
-class RowRefused(ValueError):
-    """A row the sync will not write; the message is a fixed phrase, never the value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,40 +330,6 @@ def quarantined_keys(kind: str) -> set[str]:
 # --- Sessions --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class SessionBatch:
-    """Sessions as COPY text lines (one per session, in the chunks Redis returned them), their
-    sids, which have ended, which the reader refused (sid, problem), and the key prefix they
-    were read under."""
-
-    chunks: list[bytes]
-    sids: list[bytes]
-    ended_sids: list[bytes]
-    problems: list[tuple[bytes, str]] = field(default_factory=list)
-    prefix: str = ""
-
-    @classmethod
-    def from_reply(cls, reply: list, prefix: str) -> "SessionBatch":
-        copy_text, ended, refused = reply[1], reply[2], reply[3]
-        sids = [line.partition(b"\t")[0] for line in copy_text.splitlines()]
-        problems = [(refused[i], refused[i + 1].decode()) for i in range(0, len(refused), 2)]
-        return cls([copy_text] if copy_text else [], sids, list(ended), problems, prefix)
-
-    @property
-    def count(self) -> int:
-        return len(self.sids) + len(self.problems)
-
-    @property
-    def distinct(self) -> bool:
-        return len(set(self.sids)) == len(self.sids)
-
-    def extend(self, other: "SessionBatch") -> None:
-        self.chunks.extend(other.chunks)
-        self.sids.extend(other.sids)
-        self.ended_sids.extend(other.ended_sids)
-        self.problems.extend(other.problems)
-
-
 @dataclass(frozen=True, slots=True)
 class Written:
     rows: int
@@ -443,14 +371,16 @@ def _session_lines(chunks: list[bytes]) -> list[bytes]:
 def _session_raw(prefix: str, sids: list[bytes]) -> list[str]:
     """The refused sessions' hashes as Redis holds them now (they are still in flight, so
     nothing has let them expire)."""
-    pipe = get_redis().pipeline(transaction=False)
-    for sid in sids:
-        pipe.hgetall(prefix.encode() + sid)
-    return [raw_row(sid, fields) for sid, fields in zip(sids, pipe.execute(), strict=True)]
+    hashes = export.session_hashes(prefix, sids)
+    return [raw_row(sid, fields) for sid, fields in zip(sids, hashes, strict=True)]
 
 
 def write_sessions(
-    batch: SessionBatch, *, anonymize_ip: bool, quarantined: set[str] | None = None, renew=None
+    batch: export.SessionBatch,
+    *,
+    anonymize_ip: bool,
+    quarantined: set[str] | None = None,
+    renew=None,
 ) -> Written:
     """One transaction: COPY to staging, upsert the sessions, then the users' activity; the
     sessions refused — by the reader or by PostgreSQL — go to the quarantine in it too.
@@ -486,23 +416,6 @@ def write_sessions(
     return Written(batch.count - refused_count, refused_count)
 
 
-def _read_session_batches(
-    batch_size: int, *, inflight: str | None = None, prefix: str | None = None
-) -> Iterator[SessionBatch]:
-    reader = _script("read_sessions")
-    inflight = inflight or keys.dirty_inflight()
-    prefix = prefix or keys.session_prefix()
-    cursor = "0"
-    while True:
-        reply = reader(keys=[inflight], args=[cursor, batch_size, prefix, 4 * MAX_USER_AGENT])
-        cursor = reply[0].decode()
-        batch = SessionBatch.from_reply(reply, prefix)
-        if batch.count or batch.ended_sids:
-            yield batch
-        if cursor == "0":
-            return
-
-
 def _prefetch(batches: Iterator, depth: int) -> Iterator:
     """Read Redis in a thread while the caller writes PostgreSQL: the two overlap.
 
@@ -531,7 +444,9 @@ def _prefetch(batches: Iterator, depth: int) -> Iterator:
         yield item
 
 
-def _commit_groups(batches: Iterator[SessionBatch], rows: int) -> Iterator[SessionBatch]:
+def _commit_groups(
+    batches: Iterator[export.SessionBatch], rows: int
+) -> Iterator[export.SessionBatch]:
     """Redis batches joined into transactions of about `rows` sessions: each commit waits for
     the WAL to reach the disk, so fewer, larger commits go faster."""
     group = None
@@ -559,16 +474,15 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
     A crashed run's in-flight set is finished first, then what changed meanwhile.
     """
     conf = get_settings()
-    claim, ack = _script("claim_dirty"), _script("ack_sessions")
     written = quarantined_now = 0
     quarantined = quarantined_keys(SyncQuarantine.Kind.SESSION)
     for _ in range(2):
-        total = claim(keys=[keys.dirty(), keys.dirty_inflight()])
+        total = export.changed_claim()
         if not total:
             break
         done = 0
         depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
-        batches = _prefetch(_read_session_batches(batch_size), depth)
+        batches = _prefetch(export.changed_sessions(batch_size), depth)
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
             result = write_sessions(
                 group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE, quarantined=quarantined, renew=renew
@@ -577,23 +491,12 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
             written += result.rows
             quarantined_now += result.quarantined
             if group.ended_sids:
-                ack(
-                    keys=[keys.dirty_inflight(), keys.dirty()],
-                    args=[
-                        keys.session_prefix(),
-                        conf.ENDED_SESSION_KEEP_SECONDS,
-                        "0",
-                        *group.ended_sids,
-                    ],
-                )
+                export.changed_ended(group.ended_sids)
             if progress:
                 progress("sessions", done, total)
             if renew:
                 renew()
-        ack(
-            keys=[keys.dirty_inflight(), keys.dirty()],
-            args=[keys.session_prefix(), conf.ENDED_SESSION_KEEP_SECONDS, "1"],
-        )
+        export.changed_done()
     if written or quarantined_now:
         pipe = get_redis().pipeline(transaction=False)
         pipe.hincrby(keys.stats(), "sync_sessions", written)
@@ -604,86 +507,13 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
 
 # --- Events ----------------------------------------------------------------------------------
 
-EVENT_TYPE_VALUES = frozenset(EventType.values)
-MAX_ID = 2**63 - 1
-
-
-def _timestamp(value, name: str) -> datetime:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RowRefused(f"{name}: missing or not a number")
-    if not EARLIEST <= value <= time.time() + FUTURE_SLACK:  # NaN fails too
-        raise RowRefused(f"{name}: not a time between 2000 and tomorrow")
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
-def _optional_id(value, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        raise RowRefused(f"{name}: not a user id")
-    return value
-
-
-def _string(data: dict, name: str, limit: int) -> str:
-    """Text as the entry points would have kept it: no NUL, no lone surrogate, bounded."""
-    value = data.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise RowRefused(f"{name}: not a string")
-    return value.replace("\x00", "")[:limit].encode("utf-8", "replace").decode()
-
-
-def anonymize(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
-    """Keep the network, drop the host: /24 for IPv4, /48 for IPv6."""
-    prefix = 24 if address.version == 4 else 48
-    return ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address
-
-
-def _address(value, anonymize_ip: bool):
-    if value is None or value == "":
-        return None
-    try:
-        address = ipaddress.ip_address(value) if isinstance(value, str) else None
-    except ValueError:
-        address = None
-    # A zone ("fe80::1%eth0") is no part of a client address; PostgreSQL's inet refuses it.
-    if address is None or getattr(address, "scope_id", None) is not None:
-        raise RowRefused("ip: not a host address")
-    return anonymize(address) if anonymize_ip else address
-
-
-def event_row(stream_id: str, fields: dict, anonymize_ip: bool) -> tuple:
-    """A stream entry as a row of audit_event, or RowRefused saying what is wrong with it."""
-    payload = fields.get(b"d")
-    if payload is None:
-        raise RowRefused("payload: missing")
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise RowRefused("payload: not JSON in UTF-8") from None
-    if not isinstance(data, dict):
-        raise RowRefused("payload: not a JSON object")
-    if data.get("type") not in EVENT_TYPE_VALUES:
-        raise RowRefused("type: not a known event type")
-    return (
-        stream_id,
-        data["type"],
-        _optional_id(data.get("uid"), "uid"),
-        _string(data, "username", MAX_USERNAME),
-        _address(data.get("ip"), anonymize_ip),
-        _string(data, "ua", MAX_USER_AGENT),
-        _string(data, "sid", 64),
-        _string(data, "reason", 32),
-        _optional_id(data.get("actor"), "actor"),
-        _timestamp(data.get("ts"), "ts"),
-    )
-
 
 def _write_events(cursor, rows: list[tuple]) -> None:
     cursor.execute("TRUNCATE sync_event_stage")
-    with cursor.copy(f"COPY sync_event_stage ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(EVENT_TYPES)
+    with cursor.copy(
+        f"COPY sync_event_stage ({export.EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(export.EVENT_TYPES)
         for row in rows:
             copy.write_row(row)
     cursor.execute(INSERT_EVENTS)
@@ -702,8 +532,8 @@ def write_events(
     rows, refused, raw = [], [], {}
     for stream_id, fields in entries:
         try:
-            rows.append(event_row(stream_id, fields, anonymize_ip))
-        except RowRefused as exc:
+            rows.append(export.event_row(stream_id, fields, anonymize_ip))
+        except export.RowRefused as exc:
             refused.append(Refused(quarantine_key(stream_id), str(exc), raw_row(stream_id, fields)))
         raw[stream_id] = fields
     quarantined_count = len(refused)
@@ -744,27 +574,23 @@ def _cursor_position() -> tuple[int, int]:
 def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None) -> Synced:
     """Copy stream events after the cursor; the cursor moves in the same transaction."""
     conf = get_settings()
-    client = get_redis()
     position = _cursor_position()
     # Finish an acknowledgement a crash interrupted: PostgreSQL holds everything up to here.
-    client.xtrim(keys.events(), minid=f"{position[0]}-{position[1] + 1}", approximate=False)
-    backlog = client.xlen(keys.events())
+    export.events_done(position)
+    backlog = export.events_backlog()
     quarantined = quarantined_keys(SyncQuarantine.Kind.EVENT)
     written = quarantined_now = handled = 0
     while True:
-        entries = cast(
-            list[tuple[bytes, dict[bytes, bytes]]],
-            client.xrange(keys.events(), min=f"({position[0]}-{position[1]}", count=batch_size),
-        )
+        entries = export.events_after(position, batch_size)
         if not entries:
             break
-        last_ms, last_seq = (int(part) for part in entries[-1][0].decode().split("-"))
+        last_ms, last_seq = (int(part) for part in entries[-1][0].split("-"))
 
         def advance(cursor, last_ms=last_ms, last_seq=last_seq) -> None:
             cursor.execute(ADVANCE_CURSOR, [EVENT_CURSOR, last_ms, last_seq])
 
         result = write_events(
-            [(stream_id.decode(), fields) for stream_id, fields in entries],
+            entries,
             anonymize_ip=conf.AUDIT_IP_ANONYMIZE,
             quarantined=quarantined,
             then=advance,
@@ -772,7 +598,7 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
         )
         position = (last_ms, last_seq)
         # Acknowledge: drop what PostgreSQL now holds (everything up to the cursor).
-        client.xtrim(keys.events(), minid=f"{last_ms}-{last_seq + 1}", approximate=False)
+        export.events_done(position)
         written += result.rows
         quarantined_now += result.quarantined
         handled += len(entries)
@@ -783,7 +609,7 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
         if len(entries) < batch_size:
             break
     if written or quarantined_now:
-        pipe = client.pipeline(transaction=False)
+        pipe = get_redis().pipeline(transaction=False)
         pipe.hincrby(keys.stats(), "sync_events", written)
         pipe.hincrby(keys.stats(), "sync_quarantined:events", quarantined_now)
         pipe.execute()

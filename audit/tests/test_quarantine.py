@@ -6,6 +6,7 @@ way a bug, a hand edit or a restored dump would leave them.
 """
 
 import json
+from datetime import UTC, datetime
 from io import StringIO
 
 import pytest
@@ -15,6 +16,7 @@ from django.db.models import Sum
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts import export
 from accounts.tests.helpers import bearer, login
 from accounts.tracking import tracker
 from audit import services, sync
@@ -149,7 +151,7 @@ def test_an_event_only_postgresql_refuses_is_isolated_too(sessions, monkeypatch)
     sessions(3)  # three login events
     client = get_redis()
     client.xadd(keys.events(), {"d": json.dumps({"type": "t" * 40, "ts": clock.now()})})
-    real = sync.event_row
+    real = export.event_row
 
     def lenient(stream_id, fields, anonymize_ip):
         data = json.loads(fields[b"d"])
@@ -164,11 +166,11 @@ def test_an_event_only_postgresql_refuses_is_isolated_too(sessions, monkeypatch)
                 "",
                 "",
                 None,
-                sync.datetime.now(sync.UTC),
+                datetime.now(UTC),
             )
         return real(stream_id, fields, anonymize_ip)
 
-    monkeypatch.setattr(sync, "event_row", lenient)
+    monkeypatch.setattr(export, "event_row", lenient)
     result = services.sync_run()
     assert (result.events, result.quarantined_events) == (3, 1)
     [held] = SyncQuarantine.objects.all()

@@ -8,6 +8,7 @@ from django.db.models import Count, Sum
 from django.db.utils import OperationalError
 from rest_framework.test import APIClient
 
+from accounts import export
 from accounts.tests.helpers import bearer, login
 from accounts.tracking import tracker
 from audit import services, sync
@@ -101,7 +102,7 @@ def test_a_replay_changes_nothing(traffic):
 
 def test_crash_between_commit_and_acknowledgement(traffic, monkeypatch):
     traffic()
-    real_script = sync._script
+    real_script = export._script
 
     def killed(**kwargs):
         raise ConnectionError("worker killed after the commit")
@@ -109,11 +110,11 @@ def test_crash_between_commit_and_acknowledgement(traffic, monkeypatch):
     def failing_ack(name):
         return killed if name == "ack_sessions" else real_script(name)
 
-    monkeypatch.setattr(sync, "_script", failing_ack)
+    monkeypatch.setattr(export, "_script", failing_ack)
     with pytest.raises(ConnectionError):
         services.sync_run()
     assert get_redis().exists(keys.dirty_inflight())  # not acknowledged: still in Redis
-    monkeypatch.setattr(sync, "_script", real_script)
+    monkeypatch.setattr(export, "_script", real_script)
     traffic((7,))  # more traffic meanwhile, in a fresh dirty set
     services.sync_run()
     assert totals() == expected_totals(traffic)
@@ -145,8 +146,8 @@ def test_crash_between_event_commit_and_trim(traffic, monkeypatch):
 def test_the_same_batch_delivered_twice(traffic):
     traffic()
     client = get_redis()
-    sync._script("claim_dirty")(keys=[keys.dirty(), keys.dirty_inflight()])
-    [batch] = list(sync._read_session_batches(100))
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
     sync.write_sessions(batch, anonymize_ip=False)
     sync.write_sessions(batch, anonymize_ip=False)
     assert client.exists(keys.dirty_inflight())
@@ -159,12 +160,12 @@ def test_a_batch_holding_a_session_twice_keeps_the_newer_copy(traffic):
     """SSCAN may return a member twice; the transaction then de-duplicates (most calls wins)."""
     tokens = traffic((10, 20, 5, 25))
     client = APIClient()
-    sync._script("claim_dirty")(keys=[keys.dirty(), keys.dirty_inflight()])
-    [older] = list(sync._read_session_batches(100))
+    export.changed_claim()
+    [older] = list(export.changed_sessions(100))
     for _ in range(7):  # the second session (open) gets 7 more calls before the re-read
         assert client.get("/api/sessions/", **bearer(tokens[1]["access"])).status_code == 200
     assert tracker.flush()
-    [newer] = list(sync._read_session_batches(100))
+    [newer] = list(export.changed_sessions(100))
     newer.extend(older)  # the newer copies first: the older ones must not win by order
     assert not newer.distinct
 
