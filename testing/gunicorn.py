@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +39,7 @@ class Gunicorn:
         self.env = env
         self.stdout = stdout
         self.stderr = stderr
+        self._log: IO[bytes] | None = None
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -51,13 +53,18 @@ class Gunicorn:
         ]
 
     def start(self) -> None:
+        stderr = self.stderr
+        if stderr == subprocess.PIPE:
+            # Captured in a file, not a pipe: nobody reads a pipe while the server runs, and a
+            # full one (64 KiB of log lines) blocks every worker thread at its next log line.
+            self._log = stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             self.command(),
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,
             stdout=self.stdout,
-            stderr=self.stderr,
+            stderr=stderr,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -89,8 +96,9 @@ class Gunicorn:
 
     def failure(self) -> str:
         """What the dead server said, when its stderr was captured."""
-        if self.process is not None and self.stderr == subprocess.PIPE and self.process.stderr:
-            return self.process.stderr.read().decode(errors="replace")
+        if self._log is not None:
+            self._log.seek(0)
+            return self._log.read()[-20_000:].decode(errors="replace")
         return "see its log"
 
     def worker_pids(self) -> list[int]:
@@ -120,4 +128,7 @@ class Gunicorn:
                 self.process.wait()
         code = self.process.returncode
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         return code
