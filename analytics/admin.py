@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from . import selectors
 from .admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter
 from .models import IdleUser, PowerUser, SuspiciousIp, UserActivity
 
@@ -37,8 +38,8 @@ class WindowFilter(admin.SimpleListFilter):
             }
 
     def queryset(self, request, queryset):
-        value = self.value() if self.value() in {"24h", "7d", "30d"} else "24h"
-        return queryset.filter(window=value)
+        value = self.value() if self.value() in selectors.POWER_USER_WINDOWS else "24h"
+        return selectors.power_users(window=value, queryset=queryset)
 
 
 @admin.register(PowerUser)
@@ -64,12 +65,8 @@ class IdleForFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset):
-        if self.value() == "never":
-            return queryset.filter(never_active=True)
-        if self.value() in {"7", "30", "90"}:
-            days = int(self.value())
-            return queryset.filter(idle_days__gte=days) | queryset.filter(never_active=True)
-        return queryset
+        value = self.value() if self.value() in selectors.IDLE_FOR else None
+        return selectors.idle_users(idle_for=value, queryset=queryset)
 
 
 @admin.register(IdleUser)

@@ -10,7 +10,8 @@ from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils.functional import cached_property
 
-VIEW_PERM = "analytics.view_analytics"
+from .permissions import can_view_reports
+
 CSV_ROW_LIMIT = 100_000
 
 
@@ -36,7 +37,7 @@ class ReportAdmin:
     actions = None
 
     def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)
+        return can_view_reports(request.user)
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)

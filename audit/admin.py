@@ -7,6 +7,7 @@ from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
+from analytics import selectors
 from analytics.admin import user_link
 from analytics.admin_tools import (
     CappedCountPaginator,
@@ -26,11 +27,8 @@ class EndedFilter(admin.SimpleListFilter):
         return [("ended", "Ended"), ("open", "Open")]
 
     def queryset(self, request, queryset):
-        if self.value() == "ended":
-            return queryset.filter(ended_at__isnull=False)
-        if self.value() == "open":
-            return queryset.filter(ended_at__isnull=True)
-        return queryset
+        state = self.value() if self.value() in selectors.SESSION_STATES else None
+        return selectors.session_history(state=state, queryset=queryset)
 
 
 @admin.register(AuditSession)

@@ -62,6 +62,11 @@ class _Keys:
         """Hash of cluster-wide counters (api calls, tracking errors, ...)."""
         return f"{self.prefix}:stats"
 
+    def per_minute(self, name: str, minute: int) -> str:
+        """Counter of one cluster-wide figure (`api_calls`, `login_failures`) in one minute
+        (epoch seconds // 60); expires after PER_MINUTE_TTL, so at most ~2 hours of them live."""
+        return f"{self.prefix}:pm:{name}:{minute}"
+
     def duration_histogram(self) -> str:
         return f"{self.prefix}:hist:duration"
 
@@ -117,5 +122,8 @@ class _Keys:
         """Sorted set of open lock period ids by the end of their lock."""
         return f"{self.prefix}:thr:periods:due"
 
+
+# How long a per-minute counter lives: the overview reads back one hour of them.
+PER_MINUTE_TTL = 2 * 3600
 
 keys = _Keys()

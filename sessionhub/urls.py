@@ -7,6 +7,7 @@ from sessionhub import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/analytics/", include("analytics.api.urls")),
     path("api/", include("accounts.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # GET only: its HTML renderer has no template for an OPTIONS answer (that was a 500).
