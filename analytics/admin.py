@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -18,6 +19,14 @@ class UserLinkMixin:
     @admin.display(description="user", ordering="username")
     def user_link(self, obj):
         return user_link(obj.user_id, obj.username)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # A row's own page would show its raw fields (`Id: 24h:3`): the user's page instead.
+        # (Power user rows are keyed "<window>:<user id>", the others by the user id.)
+        user_id = str(object_id).rpartition(":")[2]
+        if not self.has_view_permission(request) or not user_id.isdigit():
+            raise Http404
+        return HttpResponseRedirect(reverse("admin:analytics_user_detail", args=[int(user_id)]))
 
 
 class WindowFilter(admin.SimpleListFilter):
@@ -126,3 +135,7 @@ class SuspiciousIpAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     search_fields = ("user_agent",)
     ordering = ("-usernames_tried", "-attempts")
     csv_fields = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nothing more to see about one row than the row: back to the report.
+        return HttpResponseRedirect(reverse("admin:analytics_suspiciousip_changelist"))

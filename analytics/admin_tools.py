@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils.functional import cached_property
+from django.utils.text import capfirst
 
 from .permissions import can_view_reports
 
@@ -35,6 +36,14 @@ class ReportAdmin:
     show_full_result_count = False
     list_per_page = 50
     actions = None
+    # A report's rows are figures, not records to open: Django's link to a "View …" page of
+    # the row is dropped; the columns link where there is more to see (the user's page).
+    list_display_links = None
+
+    def changelist_view(self, request, extra_context=None):
+        # Django titles a view-only list "Select … to view"; a report has a name.
+        title = capfirst(self.opts.verbose_name_plural)
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
 
     def has_view_permission(self, request, obj=None):
         return can_view_reports(request.user)

@@ -410,7 +410,7 @@ class UserDetail:
 def _event_detail(event: AuditEvent, actors: dict) -> str:
     if event.event_type == EventType.SESSION_ANOMALY:
         return (
-            f"session {event.session_id[:12]}… in use from {event.reason} until then, "
+            f"session {event.session_id} in use from {event.reason} until then, "
             "now also from this client"
         )
     if event.actor_id:
