@@ -53,11 +53,21 @@ def _frame(width: int, height: int, title: str, body: str) -> SafeString:
     )
 
 
+def _intervals(peak: float) -> int:
+    """How many grid intervals split `peak` (a `_nice_max`) into whole, round steps."""
+    for n in (4, 5, 2):
+        if peak >= n and (peak / n).is_integer():
+            return n
+    return 1
+
+
 def _axes(width: int, height: int, peak: float, x_title: str, y_title: str) -> str:
     """Grid lines with y tick labels, and both axis titles (units in them)."""
     bottom = height - BOTTOM
     parts = []
-    for fraction in (0, 0.25, 0.5, 0.75, 1):
+    intervals = _intervals(peak)
+    for step in range(intervals + 1):
+        fraction = step / intervals
         y = bottom - fraction * (bottom - TOP)
         parts.append(
             f'<line class="sh-grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
@@ -79,21 +89,24 @@ def _x_labels(labels: list[str], x_of, width: int, height: int) -> str:
     """As many x labels as fit without overlapping, always including the last one."""
     if not labels:
         return ""
-    widest = max(len(label) for label in labels) * CHAR_WIDTH + 10
-    room = (width - LEFT - RIGHT) / max(len(labels), 1)
+    widest = max(len(label) for label in labels) * CHAR_WIDTH + 12
+    room = (width - LEFT - RIGHT) / max(len(labels) - 1, 1)
     every = max(1, math.ceil(widest / room))
-    shown = [i for i in range(len(labels)) if i % every == 0]
     last = len(labels) - 1
+    shown = list(range(0, last + 1, every))
     if shown[-1] != last:
         if len(shown) > 1 and (last - shown[-1]) * room < widest:
-            shown.pop()
+            shown.pop()  # too close to the last label, which always shows
         shown.append(last)
     y = height - BOTTOM + 15
     parts = []
     for i in shown:
-        x = min(max(x_of(i), LEFT + widest / 2 - 5), width - RIGHT - widest / 2 + 5)
+        x, anchor = x_of(i), "middle"
+        half = len(labels[i]) * CHAR_WIDTH / 2
+        if x + half > width - 2:  # keep the last label inside the frame
+            x, anchor = width - 2, "end"
         parts.append(
-            f'<text class="sh-tick" x="{x:.1f}" y="{y}" text-anchor="middle" {FONT} '
+            f'<text class="sh-tick" x="{x:.1f}" y="{y}" text-anchor="{anchor}" {FONT} '
             f'fill="#666">{escape(labels[i])}</text>'
         )
     return "".join(parts)
