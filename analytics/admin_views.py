@@ -59,7 +59,7 @@ def overview_context(request) -> dict:
     return {
         "overview": data,
         "tiles": selectors.live_tiles(),
-        "live_url": reverse("analytics-overview-live"),
+        "live_url": reverse("analytics_api:overview-live"),
         "dau_chart": charts.line_chart(
             {
                 "DAU": [point(d, r.dau) for d, r in zip(days, data.daily, strict=True)],

@@ -23,6 +23,7 @@ urlpatterns = [
     path(
         "favicon.ico",
         RedirectView.as_view(url=f"/{settings.STATIC_URL.strip('/')}/analytics/favicon.svg"),
+        name="favicon",
     ),
     path("metrics", metrics, name="metrics"),
 ]

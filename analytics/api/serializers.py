@@ -144,7 +144,7 @@ class OverviewSerializer(serializers.Serializer):
     synced = SyncedSerializer()
 
 
-class LiveSessionSerializer(serializers.Serializer):
+class LiveSessionRowSerializer(serializers.Serializer):
     sid = serializers.CharField(source="session.sid")
     user_id = serializers.IntegerField(source="session.user_id")
     username = serializers.CharField()
@@ -246,7 +246,7 @@ class UserDetailSerializer(serializers.Serializer):
     is_active = serializers.BooleanField(source="user.is_active")
     date_joined = serializers.DateTimeField(source="user.date_joined")
     activity = UserActivitySerializer(allow_null=True, help_text="rolled up")
-    live_sessions = LiveSessionSerializer(many=True, source="live", help_text="live")
+    live_sessions = LiveSessionRowSerializer(many=True, source="live", help_text="live")
     live_available = serializers.BooleanField()
     timeline = TimelineEntrySerializer(many=True, help_text="synced, newest first")
     daily_calls_30d = DayCallsSerializer(many=True, help_text="rolled up")

@@ -145,12 +145,12 @@ class IdleUsersView(ReportView):
 
 
 class LiveSessionsView(ReportView):
-    serializer_class = s.LiveSessionSerializer
+    serializer_class = s.LiveSessionRowSerializer
     query_serializer = s.LiveSessionsQuery
 
     @extend_schema(
         parameters=[s.LiveSessionsQuery],
-        responses={200: s.LiveSessionSerializer(many=True), **BAD_QUERY, **DENIED},
+        responses={200: s.LiveSessionRowSerializer(many=True), **BAD_QUERY, **DENIED},
         summary="Live sessions, latest (or oldest) activity first (live, from Redis)",
     )
     def get(self, request):
@@ -167,7 +167,8 @@ class LiveSessionsView(ReportView):
             oldest_first=query["order"] == "oldest",
         )
         paginator.count = page.total
-        return paginator.get_paginated_response(s.LiveSessionSerializer(page.rows, many=True).data)
+        rows = s.LiveSessionRowSerializer(page.rows, many=True).data
+        return paginator.get_paginated_response(rows)
 
 
 class SessionHistoryView(ReportView):
