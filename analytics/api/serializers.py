@@ -42,6 +42,15 @@ class SessionHistoryQuery(PageQuery):
     state = serializers.ChoiceField(choices=selectors.SESSION_STATES, required=False)
     end_reason = serializers.ChoiceField(choices=EndReason.choices, required=False)
     user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+    search = serializers.CharField(
+        required=False, max_length=150, help_text="part of the username or the session id"
+    )
+
+
+class SuspiciousIpsQuery(PageQuery):
+    search = serializers.CharField(
+        required=False, max_length=150, help_text="part of the user agent"
+    )
 
 
 class SecurityQuery(serializers.Serializer):

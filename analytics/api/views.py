@@ -7,6 +7,7 @@ poll it (GET only: nothing here changes state, so CSRF does not arise).
 """
 
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound
@@ -187,22 +188,27 @@ class SessionHistoryView(ReportView):
             end_reason=query.get("end_reason"),
             user_id=query.get("user_id"),
         )
+        if query.get("search"):  # as the admin's search box: username or session id
+            text = query["search"]
+            sessions = sessions.filter(Q(user__username__icontains=text) | Q(sid__icontains=text))
         # Newest first by the time-ordered primary key, as the admin's list (no sort of all).
         return self.paginated(sessions.select_related("user").order_by("-sid"))
 
 
 class SuspiciousIpsView(ReportView):
     serializer_class = s.SuspiciousIpSerializer
-    query_serializer = s.PageQuery
+    query_serializer = s.SuspiciousIpsQuery
 
     @extend_schema(
-        parameters=[s.PageQuery],
+        parameters=[s.SuspiciousIpsQuery],
         responses={200: s.SuspiciousIpSerializer(many=True), **BAD_QUERY, **DENIED},
         summary="Suspicious IPs: failed logins in the last 24 h by address (synced)",
     )
     def get(self, request):
-        self.query()
-        return self.paginated(selectors.suspicious_ips())
+        ips = selectors.suspicious_ips()
+        if search := self.query().get("search"):
+            ips = ips.filter(user_agent__icontains=search)
+        return self.paginated(ips)
 
 
 class SecurityView(ReportView):

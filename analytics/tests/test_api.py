@@ -93,6 +93,10 @@ def test_session_history_filters(reader, world):
     assert {r["username"] for r in mine} == {"alice"} and len(mine) == 2
     logouts = results(reader.get("/api/analytics/sessions/", {"end_reason": "logout"}))
     assert logouts and {r["end_reason"] for r in logouts} == {"logout"}
+    found = results(reader.get("/api/analytics/sessions/", {"search": "ALI"}))
+    assert {r["username"] for r in found} == {"alice"}
+    one = results(reader.get("/api/analytics/sessions/", {"search": ended[0]["sid"][-12:]}))
+    assert [r["sid"] for r in one] == [ended[0]["sid"]]
 
 
 def test_security_and_suspicious_ips(reader, world):
@@ -101,6 +105,9 @@ def test_security_and_suspicious_ips(reader, world):
         "203.0.113.9",
         21,
         21,
+    )
+    assert (
+        results(reader.get("/api/analytics/suspicious-ips/", {"search": "nothing-like-it"})) == []
     )
     security = reader.get("/api/analytics/security/", {"range": "7d"}).json()
     assert security["hours"] == 168
