@@ -64,7 +64,8 @@ class _Keys:
 
     def per_minute(self, name: str, minute: int) -> str:
         """Counter of one cluster-wide figure (`api_calls`, `login_failures`) in one minute
-        (epoch seconds // 60); expires after PER_MINUTE_TTL, so at most ~2 hours of them live."""
+        (epoch seconds // 60). The scripts that count (track_flush.lua, login_failure.lua)
+        give it 2 hours to live: the overview reads back one hour, so at most ~240 keys."""
         return f"{self.prefix}:pm:{name}:{minute}"
 
     def duration_histogram(self) -> str:
@@ -122,8 +123,5 @@ class _Keys:
         """Sorted set of open lock period ids by the end of their lock."""
         return f"{self.prefix}:thr:periods:due"
 
-
-# How long a per-minute counter lives: the overview reads back one hour of them.
-PER_MINUTE_TTL = 2 * 3600
 
 keys = _Keys()
