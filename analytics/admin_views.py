@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from accounts import services as account_services
 from accounts.events import EndReason
 from sessionhub import clock
+from sessionhub.conf import get_settings
 from sessionhub.redis import REDIS_UNAVAILABLE
 
 from . import charts, selectors
@@ -60,6 +61,7 @@ def overview_context(request) -> dict:
         "overview": data,
         "tiles": selectors.live_tiles(),
         "live_url": reverse("analytics_api:overview-live"),
+        "idle_user_days": get_settings().IDLE_USER_DAYS,
         "dau_chart": charts.line_chart(
             {
                 "DAU": [point(d, r.dau) for d, r in zip(days, data.daily, strict=True)],

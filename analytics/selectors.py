@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models.functions import Coalesce
 
 from accounts import livesessions, throttling
 from accounts.events import EventType, LockScope
@@ -152,10 +151,13 @@ def idle_users(*, idle_for: str | None = None, queryset=None):
 
 
 def newest_idle_users(*, limit: int = 5):
-    """The users who became idle most recently (never-active ones by the day they joined)."""
-    return IdleUser.objects.annotate(idle_since=Coalesce("last_active", "date_joined")).order_by(
-        "-idle_since", "user_id"
-    )[:limit]
+    """The users who went idle most recently: the latest last activity among idle users.
+
+    Never-active users are left out here (they are in the idle users report): ranking them
+    by the day they joined sorted every user (3.7 s at 1M users in bench_admin), where this
+    reads the index on the last activity.
+    """
+    return IdleUser.objects.filter(never_active=False).order_by("-last_active")[:limit]
 
 
 def session_history(
