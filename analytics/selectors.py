@@ -161,9 +161,13 @@ def newest_idle_users(*, limit: int = 5):
 
 
 def session_history(
-    *, state: str | None = None, end_reason: str | None = None, user_id: int | None = None,
+    *,
+    state: str | None = None,
+    end_reason: str | None = None,
+    user_id: int | None = None,
     queryset=None,
-):  # fmt: skip
+):
+    """Sessions as the session history report filters them (open or ended, end reason, user)."""
     queryset = AuditSession.objects.all() if queryset is None else queryset
     if state == "ended":
         queryset = queryset.filter(ended_at__isnull=False)

@@ -211,6 +211,10 @@ class SuspiciousIpsView(ReportView):
         return self.paginated(ips)
 
 
+# The columns of selectors.security().suspicious, in order.
+SUSPICIOUS_COLUMNS = ("ip", "user_agent", "attempts", "usernames_tried", "first_seen", "last_seen")
+
+
 class SecurityView(ReportView):
     serializer_class = s.SecuritySerializer
     query_serializer = s.SecurityQuery
@@ -232,8 +236,7 @@ class SecurityView(ReportView):
                         for hour, reason, n in data.failed_by_hour
                     ],
                     "suspicious_ips": [
-                        dict(zip(s.SuspiciousIpSerializer().fields, row, strict=False))
-                        for row in data.suspicious
+                        dict(zip(SUSPICIOUS_COLUMNS, row, strict=True)) for row in data.suspicious
                     ],
                     "lockouts": data.lockouts,
                     "lockouts_available": data.lockouts_available,
