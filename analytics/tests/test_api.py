@@ -183,6 +183,8 @@ def test_user_detail(reader, world):
         ("/api/analytics/live-sessions/", {"order": "sideways"}),
         ("/api/analytics/sessions/", {"state": "gone"}),
         ("/api/analytics/sessions/", {"end_reason": "\x00"}),
+        ("/api/analytics/sessions/", {"search": "a\x00b"}),
+        ("/api/analytics/power-users/", {"search": "x" * 151}),
         ("/api/analytics/security/", {"range": "1d"}),
         ("/api/analytics/suspicious-ips/", {"limit": "1e9"}),
         ("/api/analytics/users/1/", {"timeline_limit": "many"}),
