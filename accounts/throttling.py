@@ -205,6 +205,7 @@ def failure_record(
                 keys.events(),
                 keys.lockout_periods(),
                 keys.lockout_periods_due(),
+                keys.per_minute("login_failures", int(now // 60)),
             ],
             args=[
                 repr(now),

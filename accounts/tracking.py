@@ -496,6 +496,7 @@ class Tracker:
                 keys.stats(),
                 keys.events(),
                 keys.flush_sequence(self._process_id),
+                keys.per_minute("api_calls", int(now // 60)),
             ]
             flush = livesessions.script("track_flush")
             if not batch.ends:

@@ -3,10 +3,12 @@ import json
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.events import EndReason, FailureReason
+from core import clock
 from core.admin_tools import (
     CappedCountPaginator,
     CsvExportMixin,
@@ -15,6 +17,7 @@ from core.admin_tools import (
     user_link,
 )
 
+from . import selectors
 from .models import AuditEvent, AuditSession, SyncQuarantine
 
 
@@ -26,17 +29,14 @@ class EndedFilter(admin.SimpleListFilter):
         return [("ended", "Ended"), ("open", "Open")]
 
     def queryset(self, request, queryset):
-        if self.value() == "ended":
-            return queryset.filter(ended_at__isnull=False)
-        if self.value() == "open":
-            return queryset.filter(ended_at__isnull=True)
-        return queryset
+        state = self.value() if self.value() in selectors.SESSION_STATES else None
+        return selectors.session_history(state=state, queryset=queryset)
 
 
 @admin.register(AuditSession)
 class SessionHistoryAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = (
-        "short_sid",
+        "sid_link",
         "user_link",
         "ip",
         "started_at",
@@ -66,9 +66,54 @@ class SessionHistoryAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         "api_call_count",
     )
 
+    # The session's own page: what a reader needs, not the sync's bookkeeping (generation,
+    # calls before) nor the raw hourly JSON.
+    fields = (
+        "sid",
+        "user_link",
+        "ip",
+        "user_agent",
+        "started_at",
+        "last_active",
+        "ended_at",
+        "duration",
+        "end_reason",
+        "api_call_count",
+        "calls_per_hour",
+    )
+    readonly_fields = fields
+
     @admin.display(description="session")
-    def short_sid(self, obj):
-        return obj.sid[:10]
+    def sid_link(self, obj):
+        # The whole id: ids are time-ordered, so prefixes of sessions started together collide.
+        url = reverse("admin:audit_auditsession_change", args=[obj.sid])
+        return format_html('<a href="{}"><code class="sh-sid">{}</code></a>', url, obj.sid)
+
+    @admin.display(description="API calls per hour (UTC)")
+    def calls_per_hour(self, obj):
+        hours: dict[int, int] = {}
+        for counts in (obj.hourly_before or {}, obj.hourly_calls or {}):
+            for epoch, calls in counts.items():
+                hours[int(epoch)] = hours.get(int(epoch), 0) + int(calls)
+        if not hours:
+            return "none"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td class='num'>{}</td></tr>",
+            (
+                (clock.to_datetime(epoch).strftime("%Y-%m-%d %H:00"), f"{calls:,}")
+                for epoch, calls in sorted(hours.items())
+            ),
+        )
+        return format_html(
+            '<table class="sh-table"><thead><tr><th>hour</th><th class="num">calls</th></tr>'
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        session = {"title": "Session", "subtitle": object_id, **(extra_context or {})}
+        return super().changeform_view(request, object_id, form_url, session)
 
     @admin.display(description="user", ordering="user__username")
     def user_link(self, obj):
@@ -214,6 +259,7 @@ class SyncQuarantineAdmin(ReportAdmin, admin.ModelAdmin):
     """What the sync set aside, read-only: `manage.py sync_quarantine` retries or discards."""
 
     list_display = ("kind", "key", "short_error", "attempts", "first_seen", "last_seen")
+    list_display_links = ("kind",)  # each row has a page: the row as Redis held it
     list_filter = ("kind",)
     search_fields = ("key",)
     ordering = ("-last_seen", "-id")

@@ -132,6 +132,13 @@ PAGES = [
     ("security", "/admin/analytics/security/"),
     ("live sessions", "/admin/analytics/live-sessions/"),
     ("one user", "/admin/analytics/users/{user}/"),
+    # The same reports through the staff API (the admin's session authenticates it).
+    ("API overview", "/api/analytics/overview/"),
+    ("API live tiles (polled every 3 s)", "/api/analytics/overview/live/"),
+    ("API power users 24h", "/api/analytics/power-users/"),
+    ("API idle users", "/api/analytics/idle-users/"),
+    ("API session history", "/api/analytics/sessions/?state=ended"),
+    ("API suspicious IPs", "/api/analytics/suspicious-ips/"),
 ]
 
 

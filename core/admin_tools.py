@@ -14,10 +14,11 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
+from core.permissions import can_view_reports
 from core.replica import REPLICA, read_reports, replica_usable
 
-VIEW_PERM = "analytics.view_analytics"
 CSV_ROW_LIMIT = 100_000
 
 
@@ -48,6 +49,9 @@ class ReportAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     actions = None
+    # A report's rows are figures, not records to open: Django's link to a "View …" page of
+    # the row is dropped; the columns link where there is more to see (the user's page).
+    list_display_links: tuple[str, ...] | None = None
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Reports never write and never read back a write of their own: the replica, if any.
@@ -59,15 +63,18 @@ class ReportAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        # Django titles a view-only list "Select … to view"; a report has a name.
+        context = {"title": capfirst(self.opts.verbose_name_plural), **(extra_context or {})}
+
         def rendered() -> HttpResponse:
             # Rendered here, where a replica outage can still be answered from the primary.
-            response = super(ReportAdmin, self).changelist_view(request, extra_context)
+            response = super(ReportAdmin, self).changelist_view(request, context)
             return response.render() if hasattr(response, "render") else response
 
         return read_reports(rendered)
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return request.user.is_active and request.user.is_staff and request.user.has_perm(VIEW_PERM)
+        return can_view_reports(request.user)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)

@@ -69,6 +69,12 @@ class _Keys:
         """Hash of cluster-wide counters (api calls, tracking errors, ...)."""
         return f"{self.prefix}:stats"
 
+    def per_minute(self, name: str, minute: int) -> str:
+        """Counter of one cluster-wide figure (`api_calls`, `login_failures`) in one minute
+        (epoch seconds // 60). The scripts that count (track_flush.lua, login_failure.lua)
+        give it 2 hours to live: the overview reads back one hour, so at most ~240 keys."""
+        return f"{self.prefix}:pm:{name}:{minute}"
+
     def duration_histogram(self) -> str:
         return f"{self.prefix}:hist:duration"
 

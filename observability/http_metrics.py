@@ -10,7 +10,9 @@ relabelling below, 72 KB and 600 (analytics/tests/test_metrics_bounded.py).
 Here, in every family labelled by view:
 
 * `view` is the URL name of our own views (the API, health, metrics, schema, docs), `admin`
-  for every page of the admin, and `<unnamed view>` when no URL matched;
+  for every page of the admin, `analytics_api` for every endpoint of the staff-only reports
+  API (the admin's reports again, and as little traffic), and `<unnamed view>` when no URL
+  matched;
 * `method` is the request's method when the view declares it — GET, POST, PUT, PATCH or DELETE;
   a view that declares none (a function view, the admin) counts GET and POST — else `<other>`:
   HEAD, OPTIONS, a method the view does not serve (refused or not, e.g. answered 401 before
@@ -27,6 +29,7 @@ from functools import cache
 from django_prometheus.middleware import PrometheusAfterMiddleware
 
 ADMIN = "admin"
+REPORTS_API = "analytics_api"
 UNNAMED = "<unnamed view>"
 OTHER = "<other>"
 LABELLED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -39,6 +42,8 @@ def view_label(request) -> str:
         return UNNAMED
     if ADMIN in match.namespaces:
         return ADMIN
+    if REPORTS_API in match.namespaces:
+        return REPORTS_API
     return match.view_name or UNNAMED
 
 

@@ -1,16 +1,27 @@
 from django.contrib import admin
+from django.http import Http404, HttpResponseRedirect
+from django.urls import reverse
 
 from accounts.livesessions import SessionStatus
+from analytics import selectors
 from analytics.models import IdleUser, PowerUser, SuspiciousIp, UserActivity
 from core.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
 
 
-class UserLinkMixin:
+class UserLinkMixin(admin.ModelAdmin):
     """A "user" column linking to the per-user page, for rows with user_id and username."""
 
     @admin.display(description="user", ordering="username")
     def user_link(self, obj):
         return user_link(obj.user_id, obj.username)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # A row's own page would show its raw fields (`Id: 24h:3`): the user's page instead.
+        # (Power user rows are keyed "<window>:<user id>", the others by the user id.)
+        user_id = str(object_id).rpartition(":")[2]
+        if not self.has_view_permission(request) or not user_id.isdigit():
+            raise Http404
+        return HttpResponseRedirect(reverse("admin:analytics_user_detail", args=[int(user_id)]))
 
 
 class WindowFilter(admin.SimpleListFilter):
@@ -31,8 +42,10 @@ class WindowFilter(admin.SimpleListFilter):
             }
 
     def queryset(self, request, queryset):
-        value = self.value() if self.value() in {"24h", "7d", "30d"} else "24h"
-        return queryset.filter(window=value)
+        value = self.value() or "24h"
+        if value not in selectors.POWER_USER_WINDOWS:
+            value = "24h"
+        return selectors.power_users(window=value, queryset=queryset)
 
 
 @admin.register(PowerUser)
@@ -58,13 +71,8 @@ class IdleForFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset):
-        if self.value() == "never":
-            return queryset.filter(never_active=True)
-        value = self.value()
-        if value is not None and value in {"7", "30", "90"}:
-            days = int(value)
-            return queryset.filter(idle_days__gte=days) | queryset.filter(never_active=True)
-        return queryset
+        value = self.value() if self.value() in selectors.IDLE_FOR else None
+        return selectors.idle_users(idle_for=value, queryset=queryset)
 
 
 @admin.register(IdleUser)
@@ -148,3 +156,7 @@ class SuspiciousIpAdmin(CsvExportMixin, ReportAdmin, admin.ModelAdmin):
         if name == "user_agents":
             return "\n".join(obj.user_agents)
         return super().csv_value(obj, name)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nothing more to see about one row than the row: back to the report.
+        return HttpResponseRedirect(reverse("admin:analytics_suspiciousip_changelist"))

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 REPORT_APPS = {"analytics", "audit"}
@@ -9,6 +10,11 @@ class SessionhubAdminSite(admin.AdminSite):
     site_title = "sessionhub admin"
     index_title = "Overview"
     index_template = "admin/sessionhub_index.html"
+    # No public site behind the admin: Django's "View site" link would lead to a 404.
+    site_url = None
+    # The report index (breadcrumbs, front page) is the navigation: the sidebar repeating it
+    # took 300 px of a 1280 px screen from the report tables.
+    enable_nav_sidebar = False
 
     @property
     def login_form(self):  # type: ignore[override]  # a class attribute in Django's AdminSite
@@ -36,6 +42,22 @@ class SessionhubAdminSite(admin.AdminSite):
         extra_context = {**(extra_context or {}), **admin_views.overview_context(request)}
         return super().index(request, extra_context)
 
+    def app_index(self, request, app_label, extra_context=None):
+        """The analytics and audit pages (the "Analytics" of every report's breadcrumbs) list
+        all the reports, not just the models the app happens to hold."""
+        if app_label in REPORT_APPS and request.user.has_perm("analytics.view_analytics"):
+            context = {
+                **self.each_context(request),
+                "title": "Reports",
+                "subtitle": None,
+                "app_list": [_reports_app()],
+                "app_label": app_label,
+                **(extra_context or {}),
+            }
+            request.current_app = self.name
+            return TemplateResponse(request, "admin/app_index.html", context)
+        return super().app_index(request, app_label, extra_context)
+
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)
         if app_label is None and request.user.has_perm("analytics.view_analytics"):
@@ -60,6 +82,12 @@ class SessionhubAdminSite(admin.AdminSite):
             ),
             path("analytics/security/", view(admin_views.security), name="analytics_security"),
             path(
+                "reports/",
+                view(self.app_index),
+                {"app_label": "analytics"},
+                name="analytics_reports",
+            ),
+            path(
                 "analytics/users/<int:user_id>/",
                 view(admin_views.user_detail),
                 name="analytics_user_detail",
@@ -83,7 +111,7 @@ def _reports_app() -> dict:
     return {
         "name": "Reports",
         "app_label": "reports",
-        "app_url": reverse("admin:index"),
+        "app_url": reverse("admin:analytics_reports"),
         "has_module_perms": True,
         "models": [
             {

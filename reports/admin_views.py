@@ -19,6 +19,7 @@ from accounts.livesessions import SessionStatus
 from analytics import selectors
 from core import clock
 from core.admin_tools import csv_response
+from core.conf import get_settings
 from core.redis import REDIS_UNAVAILABLE
 from core.replica import read_reports, replica_lag
 from reports import charts
@@ -58,27 +59,45 @@ def overview_context(request) -> dict:
         return {}
     data = read_reports(selectors.overview)
     point = charts.Point
+    days = [f"{r.day:%b %d}" for r in data.daily]
     return {
         "overview": data,
         "replica": replica_lag(),
+        "tiles": selectors.live_tiles(),
+        "live_url": reverse("analytics_api:overview-live"),
+        "idle_user_days": get_settings().IDLE_USER_DAYS,
         "dau_chart": charts.line_chart(
             {
-                "DAU": [point(f"{r.day:%m-%d}", r.dau) for r in data.daily],
-                "WAU": [point(f"{r.day:%m-%d}", r.wau) for r in data.daily],
-                "MAU": [point(f"{r.day:%m-%d}", r.mau) for r in data.daily],
+                "DAU": [point(d, r.dau) for d, r in zip(days, data.daily, strict=True)],
+                "WAU": [point(d, r.wau) for d, r in zip(days, data.daily, strict=True)],
+                "MAU": [point(d, r.mau) for d, r in zip(days, data.daily, strict=True)],
             },
             "Daily, weekly and monthly active users over 30 days",
+            x_title="day (UTC)",
+            y_title="active users",
+            unit="users",
+            partial_last=data.today_partial,
         ),
-        "status_chart": charts.donut(
-            [point(status, n) for status, n in data.sessions_by_status], "Open sessions by status"
+        "status_chart": charts.bar_chart(
+            [point(status, n) for status, n in data.sessions_by_status],
+            "Open sessions by status",
+            x_title="status (last activity: < 5 min, < 1 h, older)",
+            y_title="open sessions",
+            unit="sessions",
         ),
         "duration_chart": charts.bar_chart(
             [point(bucket, n) for bucket, n in data.durations],
             "Duration of sessions ended in the last 30 days",
+            x_title="session duration",
+            y_title="sessions ended",
+            unit="sessions",
         ),
         "failed_chart": charts.bar_chart(
             [point(f"{hour:%H:00}", n) for hour, n in _every_hour(data.failed_by_hour, 24)],
             "Failed logins per hour, last 24 hours",
+            x_title="hour (UTC)",
+            y_title="failed logins per hour",
+            unit="failed logins",
         ),
     }
 
@@ -242,6 +261,9 @@ def security(request):
             for hour, n in _every_hour(list(totals.items()), hours)
         ],
         f"Failed logins per hour, last {'7 days' if hours == 168 else '24 hours'}",
+        x_title="hour (UTC)",
+        y_title="failed logins per hour",
+        unit="failed logins",
     )
     return TemplateResponse(
         request,
@@ -283,6 +305,9 @@ def user_detail(request, user_id: int):
     daily_chart = charts.bar_chart(
         [charts.Point(f"{day:%m-%d}", calls) for day, calls in _every_day(detail.daily_calls, 30)],
         "API calls per UTC day, last 30 days",
+        x_title="day (UTC)",
+        y_title="API calls per day",
+        unit="calls",
     )
     minute_chart = charts.bar_chart(
         [
@@ -290,6 +315,9 @@ def user_detail(request, user_id: int):
             for minute, calls in detail.calls_per_minute
         ],
         "API calls per minute, last hour (live from Redis)",
+        x_title="minute (UTC)",
+        y_title="API calls per minute",
+        unit="calls",
     )
     return TemplateResponse(
         request,

@@ -9,7 +9,8 @@
 -- A lock that starts opens a lock period: a locked_out event now, and a lockout_lifted template
 -- that lockout_close.lua completes (time, refusals, actor) when the period ends.
 -- KEYS: 1 pair hash, 2 bucket's failed-username set, 3 bucket lock hash, 4 lockout index,
---       5 stats hash, 6 event stream, 7 lock periods hash, 8 lock periods due (sorted set)
+--       5 stats hash, 6 event stream, 7 lock periods hash, 8 lock periods due (sorted set),
+--       9 this minute's failed-login counter (the admin overview's live tiles; it expires)
 -- ARGV: 1 now, 2 window seconds, 3 LIMIT, 4 IP_LIMIT, 5 BASE, 6 MAX, 7 username hash,
 --       8 username (as typed), 9 bucket, 10 stream max length, 11 failure event JSON,
 --       12 lock-out event JSON (its reason is set to the scope), 13 failure reason,
@@ -47,6 +48,8 @@ end
 
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'd', ARGV[11])
 redis.call('HINCRBY', KEYS[5], 'login_failures:' .. ARGV[13], 1)
+redis.call('INCR', KEYS[9])
+redis.call('EXPIRE', KEYS[9], 7200)
 
 local failures = redis.call('HINCRBY', KEYS[1], 'f', 1)
 redis.call('HSET', KEYS[1], 'user', ARGV[8], 'ip', ARGV[9], 'last', ARGV[1])

@@ -17,7 +17,8 @@
 -- Exactly once: the batch carries the process's sequence number; a number already applied
 -- (the reply to an earlier try was lost) is skipped.
 -- KEYS: 1 active index, 2 started index, 3 dirty set, 4 stats hash, 5 event stream,
---       6 this process's last applied sequence
+--       6 this process's last applied sequence, 7 this minute's API call counter (the live
+--       "calls per minute" of the admin's overview; it expires by itself)
 -- ARGV: 1 session key prefix, 2 user-set key prefix, 3 sequence, 4 sequence key TTL,
 --       5 stream max length, 6 entry count, 7 counter count, 8 event count,
 --       9 anomaly window (seconds), 10 session_anomaly event JSON (accounts.events),
@@ -129,6 +130,8 @@ for _ = 1, tonumber(ARGV[6]) do
 end
 if total > 0 then
   redis.call('HINCRBY', KEYS[4], 'api_calls', total)
+  redis.call('INCRBY', KEYS[7], total)
+  redis.call('EXPIRE', KEYS[7], 7200)
 end
 for _ = 1, tonumber(ARGV[7]) do
   redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])

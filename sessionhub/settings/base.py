@@ -208,6 +208,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["sessionhub.formats"]  # ISO dates in the admin's reports
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
