@@ -70,7 +70,8 @@ def overview_context(request) -> dict:
             "Daily, weekly and monthly active users over 30 days",
         ),
         "status_chart": charts.donut(
-            [point(status, n) for status, n in data.sessions_by_status], "Open sessions by status"
+            [point(SessionStatus(status).label, n) for status, n in data.sessions_by_status],
+            "Open sessions by status",
         ),
         "duration_chart": charts.bar_chart(
             [point(bucket, n) for bucket, n in data.durations],
