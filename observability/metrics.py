@@ -142,7 +142,7 @@ class SessionhubCollector(Collector):
 
         by_status = GaugeMetricFamily(
             "sessions_by_status",
-            "Live sessions by status of their last activity.",
+            "Live sessions by status of their last activity: active_now, recent, inactive.",
             labels=["status"],
         )
         for status in SessionStatus:
