@@ -62,6 +62,11 @@ class SessionStatus(StrEnum):
         """How people read it: "active now", "recent", "inactive"."""
         return self.value.replace("_", " ")
 
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        """(value, label) pairs, for forms, filters and the API's schema."""
+        return [(status.value, status.label) for status in cls]
+
 
 def session_status(last_active: float, now: float) -> SessionStatus:
     conf = get_settings()

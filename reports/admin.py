@@ -96,7 +96,7 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
         "days_active_30d",
     )
     list_filter = (
-        fixed_choices_filter("status", "status", [(s.value, s.label) for s in SessionStatus]),
+        fixed_choices_filter("status", "status", SessionStatus.choices()),
         "never_active",
         "is_active",
     )

@@ -59,7 +59,7 @@ class LiveSessionSerializer(serializers.Serializer):
     started_at = serializers.SerializerMethodField()
     last_active = serializers.SerializerMethodField()
     api_call_count = serializers.IntegerField(source="session.api_call_count")
-    status = serializers.ChoiceField(choices=[s.value for s in SessionStatus])
+    status = serializers.ChoiceField(choices=SessionStatus.choices())
     current = serializers.BooleanField()
 
     def get_started_at(self, obj) -> str | None:
