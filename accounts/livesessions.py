@@ -48,11 +48,24 @@ DURATION_BUCKETS = (60, 300, 900, 3600, 86400)
 
 class SessionStatus(StrEnum):
     """How recently a live session was used, by the configured windows; the SQL function
-    analytics_session_status() says the same (tested against `session_status`)."""
+    analytics_session_status() says the same (tested against `session_status`).
+
+    The third status is "inactive", never "idle": "idle" names only the idle-users report
+    (accounts without activity for days) and the idle timeout that ends a session."""
 
     ACTIVE_NOW = "active_now"
     RECENT = "recent"
-    IDLE = "idle"
+    INACTIVE = "inactive"
+
+    @property
+    def label(self) -> str:
+        """How people read it: "active now", "recent", "inactive"."""
+        return self.value.replace("_", " ")
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        """(value, label) pairs, for forms, filters and the API's schema."""
+        return [(status.value, status.label) for status in cls]
 
 
 def session_status(last_active: float, now: float) -> SessionStatus:
@@ -62,7 +75,7 @@ def session_status(last_active: float, now: float) -> SessionStatus:
         return SessionStatus.ACTIVE_NOW
     if age < conf.RECENT_WINDOW:
         return SessionStatus.RECENT
-    return SessionStatus.IDLE
+    return SessionStatus.INACTIVE
 
 
 LUA_DIR = Path(__file__).parent / "lua"

@@ -232,7 +232,7 @@ def overview() -> Overview:
 class LiveRow:
     session: livesessions.LiveSession
     username: str
-    status: str
+    status: SessionStatus
 
 
 @dataclass
@@ -254,7 +254,7 @@ def _score_range(status: str | None, now: float) -> tuple[str, str]:
         None: ("+inf", "-inf"),
         SessionStatus.ACTIVE_NOW: ("+inf", f"{active}"),
         SessionStatus.RECENT: (f"({active}", f"{recent}"),
-        SessionStatus.IDLE: (f"({recent}", "-inf"),
+        SessionStatus.INACTIVE: (f"({recent}", "-inf"),
     }
     return ranges[status]
 

@@ -106,7 +106,7 @@ class SessionhubCollector(Collector):
         return {
             "active": fixed[0],
             "recent": fixed[1],
-            "idle": fixed[2],
+            "inactive": fixed[2],
             "stats": {k.decode(): v for k, v in fixed[3].items()},
             "duration": fixed[4],
             "dirty": fixed[5] + fixed[6],
@@ -142,7 +142,7 @@ class SessionhubCollector(Collector):
 
         by_status = GaugeMetricFamily(
             "sessions_by_status",
-            "Live sessions by status of their last activity.",
+            "Live sessions by status of their last activity: active_now, recent, inactive.",
             labels=["status"],
         )
         for status in SessionStatus:

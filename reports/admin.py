@@ -96,7 +96,7 @@ class IdleUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin
 class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin):
     list_display = (
         "user_link",
-        "status",
+        "status_label",
         "last_active",
         "api_calls_24h",
         "api_calls_7d",
@@ -104,7 +104,7 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
         "days_active_30d",
     )
     list_filter = (
-        fixed_choices_filter("status", "status", [(s.value, s.value) for s in SessionStatus]),
+        fixed_choices_filter("status", "status", SessionStatus.choices()),
         "never_active",
         "is_active",
     )
@@ -122,6 +122,10 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
         "api_calls_30d",
         "days_active_30d",
     )
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj):
+        return SessionStatus(obj.status).label
 
 
 @admin.register(SuspiciousIp)

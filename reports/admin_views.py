@@ -79,7 +79,7 @@ def overview_context(request) -> dict:
             partial_last=data.today_partial,
         ),
         "status_chart": charts.bar_chart(
-            [point(status, n) for status, n in data.sessions_by_status],
+            [point(SessionStatus(status).label, n) for status, n in data.sessions_by_status],
             "Open sessions by status",
             x_title="status (last activity: < 5 min, < 1 h, older)",
             y_title="open sessions",

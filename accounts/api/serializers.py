@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from accounts.livesessions import SessionStatus
 from accounts.models import User
 from core import clock
 
@@ -58,7 +59,7 @@ class LiveSessionSerializer(serializers.Serializer):
     started_at = serializers.SerializerMethodField()
     last_active = serializers.SerializerMethodField()
     api_call_count = serializers.IntegerField(source="session.api_call_count")
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=SessionStatus.choices())
     current = serializers.BooleanField()
 
     def get_started_at(self, obj) -> str | None:

@@ -35,7 +35,7 @@ class IdleUsersQuery(PageQuery):
 
 
 class LiveSessionsQuery(PageQuery):
-    status = serializers.ChoiceField(choices=tuple(SessionStatus), required=False)
+    status = serializers.ChoiceField(choices=SessionStatus.choices(), required=False)
     user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
     order = serializers.ChoiceField(choices=("latest", "oldest"), default="latest")
 
@@ -175,7 +175,7 @@ class LiveSessionRowSerializer(serializers.Serializer):
     started_at = serializers.SerializerMethodField()
     last_active = serializers.SerializerMethodField()
     api_calls = serializers.IntegerField(source="session.api_call_count")
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=SessionStatus.choices())
 
     def get_started_at(self, row) -> str:
         return clock.to_datetime(row.session.started_at).isoformat()
@@ -238,7 +238,7 @@ class SecuritySerializer(serializers.Serializer):
 
 
 class UserActivitySerializer(serializers.Serializer):
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=SessionStatus.choices())
     first_active = serializers.DateTimeField(allow_null=True)
     last_active = serializers.DateTimeField(allow_null=True)
     api_calls_24h = serializers.IntegerField()

@@ -4,7 +4,7 @@
 CREATE VIEW analytics_sessions_by_status AS
  SELECT st.status,
     COALESCE(c.sessions, 0::bigint)::integer AS sessions
-   FROM ( VALUES ('active_now'::text,1), ('recent'::text,2), ('idle'::text,3)) st(status, ord)
+   FROM ( VALUES ('active_now'::text,1), ('recent'::text,2), ('inactive'::text,3)) st(status, ord)
      LEFT JOIN ( SELECT analytics_session_status(audit_session.last_active) AS status,
             count(*) AS sessions
            FROM audit_session

@@ -96,10 +96,10 @@ def test_user_activity(world):
     as_text = [(*row[:7], row[7] and row[7].isoformat()) for row in rows]
     assert as_text == [
         ("alice", 70, 220, 220, 2, "recent", False, "2026-11-20T14:10:00+00:00"),
-        ("bob", 10, 10, 50, 2, "idle", False, "2026-11-19T20:05:00+00:00"),
-        ("carol", 0, 0, 0, 0, "idle", False, "2026-10-11T08:01:00+00:00"),
-        ("dave", 0, 0, 0, 0, "idle", True, None),
-        ("erin", 0, 0, 0, 0, "idle", True, None),
+        ("bob", 10, 10, 50, 2, "inactive", False, "2026-11-19T20:05:00+00:00"),
+        ("carol", 0, 0, 0, 0, "inactive", False, "2026-10-11T08:01:00+00:00"),
+        ("dave", 0, 0, 0, 0, "inactive", True, None),
+        ("erin", 0, 0, 0, 0, "inactive", True, None),
     ]
 
 
@@ -132,7 +132,7 @@ def test_sessions_by_status(world):
     assert query("SELECT status, sessions FROM analytics_sessions_by_status") == [
         ("active_now", 0),
         ("recent", 1),
-        ("idle", 0),
+        ("inactive", 0),
     ]
 
 

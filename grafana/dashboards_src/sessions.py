@@ -18,6 +18,7 @@ from grafana_foundation_sdk.builders import barchart, gauge, heatmap, piechart, 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import timeseries as ts
 from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dashboard_models
 from grafana_foundation_sdk.models import heatmap as heatmap_models
 from grafana_foundation_sdk.models import piechart as piechart_models
 
@@ -123,6 +124,20 @@ ORDER BY ord
 
 ACTIVE_SESSIONS = "max(sessions_active_total)"
 SESSIONS_BY_STATUS = "max by (status) (sessions_by_status)"
+# The legend says what the admin says: accounts.livesessions.SessionStatus and its labels
+# (tests/grafana/test_dashboards.py holds this to them; the generator does not import Django).
+STATUS_LABELS = {"active_now": "active now", "recent": "recent", "inactive": "inactive"}
+
+
+def with_display_names(panel: piechart.Panel, names: dict[str, str]) -> piechart.Panel:
+    """Show each series (by its legend name) under the name given for it."""
+    for series, name in names.items():
+        panel = panel.override_by_name(
+            series, [dashboard_models.DynamicConfigValue(id_val="displayName", value=name)]
+        )
+    return panel
+
+
 LOCKOUTS_ACTIVE = "max(lockouts_active)"
 API_CALLS_RATE = "max(rate(api_calls_total[$__rate_interval]))"
 FAILED_LOGINS_BY_REASON = "max by (reason) (rate(login_failures_total[5m]))"
@@ -175,11 +190,11 @@ def build():
     )
     board = board.with_panel(
         place(
-            piechart.Panel().title("Sessions by status"),
+            with_display_names(piechart.Panel().title("Sessions by status"), STATUS_LABELS),
             7,
             8,
             PROMETHEUS,
-            "Open sessions by their last activity: active now (5 min), recent (1 h), idle. "
+            "Open sessions by their last activity: active now (5 min), recent (1 h), inactive. "
             "From Prometheus `sessions_by_status`, computed from Redis at every scrape; the "
             "PostgreSQL view only sees sessions once the audit sync has copied them.",
         )

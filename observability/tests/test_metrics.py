@@ -109,7 +109,7 @@ def test_active_sessions_and_status(api_client, client, user, password, frozen_c
     assert values[("sessions_active_total", ())] == 1
     assert values[("sessions_by_status", (("status", "active_now"),))] == 1
     assert values[("sessions_by_status", (("status", "recent"),))] == 2
-    assert values[("sessions_by_status", (("status", "idle"),))] == 0
+    assert values[("sessions_by_status", (("status", "inactive"),))] == 0
 
 
 def test_cardinality_does_not_grow_with_users_or_ips(

@@ -1,5 +1,6 @@
 from django import template
 
+from accounts.livesessions import SessionStatus
 from analytics import useragents
 from core import clock
 
@@ -25,3 +26,12 @@ def seconds_to_hms(value) -> str:
 def device_label(user_agent) -> str:
     """ "Firefox 133 on Linux (desktop)" from a User-Agent (analytics.useragents)."""
     return useragents.parse(user_agent or "").label
+
+
+@register.filter
+def status_label(value) -> str:
+    """ "active now" / "recent" / "inactive" for a session status (SessionStatus.label)."""
+    try:
+        return SessionStatus(value).label
+    except ValueError:
+        return value or ""

@@ -58,7 +58,7 @@ def test_overview_shows_the_known_figures(client, analyst, world, django_assert_
     assert overview.api_calls_24h == 80  # alice 70 + bob 10
     assert overview.failed_logins_1h == 24
     assert overview.live.active_now == 0  # alice's last call was 20 minutes ago
-    assert dict(overview.sessions_by_status) == {"active_now": 0, "recent": 1, "idle": 0}
+    assert dict(overview.sessions_by_status) == {"active_now": 0, "recent": 1, "inactive": 0}
     html = response.content.decode()
     for card in (
         "card-active-now",

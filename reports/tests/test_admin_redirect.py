@@ -49,6 +49,6 @@ def test_a_page_of_the_site_is_followed(client, manager, api_client, user, passw
     tracker.flush()
     url = reverse("admin:analytics_live_sessions")
     client.force_login(manager)
-    back = f"{url}?status=idle&order=oldest"
+    back = f"{url}?status=inactive&order=oldest"
     response = client.post(url, {"action": "end_all", "next": back})
     assert response.status_code == 302 and response["Location"] == back

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from accounts.livesessions import SessionStatus
 from grafana import generate
 from grafana.dashboards_src.common import SqlQuery
 
@@ -150,6 +151,18 @@ def test_the_session_analytics_dashboard_has_every_panel_of_the_design():
     assert [o["value"] for o in variables["window"]["options"]] == ["24h", "7d", "30d"]
     assert variables["window"]["current"]["value"] == "24h"
     assert variables["top"]["allowCustomValue"] is False  # inserted into SQL
+
+
+def test_sessions_by_status_shows_the_statuses_as_the_admin_names_them():
+    board = load_dashboards()["sessionhub-sessions"]
+    (panel,) = [p for p in panels(board) if p["title"] == "Sessions by status"]
+    names = {
+        o["matcher"]["options"]: [p["value"] for p in o["properties"] if p["id"] == "displayName"]
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byName"
+    }
+    assert names == {status.value: [status.label] for status in SessionStatus}
+    assert "idle" not in json.dumps(panel)
 
 
 def test_no_prometheus_query_groups_by_a_user_an_ip_or_a_session():

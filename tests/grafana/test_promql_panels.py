@@ -237,7 +237,7 @@ def by_label(result: list[dict], label: str) -> dict[str, float]:
 SHOWS = {
     (SESSIONS, "Active sessions", "A"): lambda r: max(finite(r)) >= 1,
     (SESSIONS, "Sessions by status", "A"): lambda r: (
-        set(by_label(r, "status")) == {"active_now", "recent", "idle"} and sum(finite(r)) >= 1
+        set(by_label(r, "status")) == {"active_now", "recent", "inactive"} and sum(finite(r)) >= 1
     ),
     (SESSIONS, "API calls/s", "A"): lambda r: max(finite(r)) > 0,
     (SESSIONS, "Failed logins by reason", "A"): lambda r: (
