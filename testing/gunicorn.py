@@ -57,7 +57,9 @@ class Gunicorn:
         if stderr == subprocess.PIPE:
             # Captured in a file, not a pipe: nobody reads a pipe while the server runs, and a
             # full one (64 KiB of log lines) blocks every worker thread at its next log line.
-            self._log = stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+            if self._log is not None:
+                self._log.close()
+            self._log = stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept for log()
         self.process = subprocess.Popen(
             self.command(),
             cwd=ROOT,
@@ -94,12 +96,19 @@ class Gunicorn:
         except OSError:
             return False
 
+    def log(self) -> str:
+        """What the server has written to its stderr so far (captured by default), also after
+        it stopped."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        with open(self._log.fileno(), "rb", closefd=False) as log:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
     def failure(self) -> str:
         """What the dead server said, when its stderr was captured."""
-        if self._log is not None:
-            self._log.seek(0)
-            return self._log.read()[-20_000:].decode(errors="replace")
-        return "see its log"
+        return self.log()[-20_000:] if self._log is not None else "see its log"
 
     def worker_pids(self) -> list[int]:
         if self.process is None:
@@ -128,7 +137,4 @@ class Gunicorn:
                 self.process.wait()
         code = self.process.returncode
         self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         return code
