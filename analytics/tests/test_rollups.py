@@ -3,11 +3,13 @@ transaction) and must always equal its recomputation from the sessions: after th
 ground-truth workload, across a UTC day boundary, when the sync runs twice or is replayed,
 when a sync rolls back, and when sessions are pruned. `rebuild_rollups` recomputes it."""
 
+from datetime import UTC, datetime
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 
 from accounts.tracking import tracker
 from analytics import rollups
@@ -114,4 +116,44 @@ def test_pruned_and_deleted_sessions_leave_the_rollup(django_user_model, passwor
     AuditSession.objects.filter(user__username="carol").delete()
     django_user_model.objects.filter(username="bob").delete()
     assert [row[0] for row in user_days()] == ["alice", "alice"]
+    assert rollups.differences() == []
+
+
+def _migrate(targets) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_populated_database_keeps_the_rollup(user):
+    """Back to the materialized view, sessions written and refreshed there, forward again: the
+    table starts with exactly the view's rows, and the triggers keep it from there."""
+    leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    _migrate([("analytics", "0008_suspicious_ips_per_ip")])
+    started = datetime(2026, 11, 19, 23, 30, tzinfo=UTC)
+    hours = {str(int(started.timestamp()) - 1800): 4, str(int(started.timestamp()) + 1800): 6}
+    AuditSession.objects.create(
+        sid="before",
+        user=user,
+        started_at=started,
+        last_active=started,
+        hourly_calls=hours,
+        api_call_count=10,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("REFRESH MATERIALIZED VIEW analytics_user_day")
+        cursor.execute("SELECT user_id, day, api_calls, sessions_started FROM analytics_user_day")
+        in_view = sorted(cursor.fetchall())
+    assert [row[2:] for row in in_view] == [(4, 1), (6, 0)]
+
+    _migrate(leaves)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT user_id, day, api_calls, sessions_started FROM analytics_user_day")
+        assert sorted(cursor.fetchall()) == in_view
+    AuditSession.objects.filter(sid="before").update(
+        hourly_calls={**hours, str(int(started.timestamp()) + 1800): 9}, api_call_count=13
+    )
+    assert [row[2:] for row in user_days(user.username)] == [(4, 1), (9, 0)]
     assert rollups.differences() == []
