@@ -12,7 +12,7 @@ were and as they are — and add the difference per (user, day):
   this is what the update added, wherever the hours fall (a session open across midnight adds
   to both days);
 * a deleted session (prune, a user deleted) subtracts what it had added; a (user, day) left
-  with nothing leaves the table, as it would from the view.
+  with nothing leaves the table, as it would from the view; TRUNCATE empties it too.
 
 The triggers run inside the statement that changes the sessions, so the rollup commits with the
 sessions or not at all: a sync replayed, run twice or rolled back changes it exactly as much as
@@ -249,6 +249,16 @@ LANGUAGE plpgsql AS $$"""
     + APPLY.format(contributions=OLD)
     + """$$;
 
+-- Emptying audit_session (a test database being reset, a bench) empties its rollup: TRUNCATE
+-- fires no row-level changes for the triggers above to follow.
+CREATE FUNCTION analytics_user_day_sessions_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE analytics_user_day;
+    RETURN NULL;
+END
+$$;
+
 CREATE TRIGGER analytics_user_day_inserted AFTER INSERT ON audit_session
     REFERENCING NEW TABLE AS new_sessions
     FOR EACH STATEMENT EXECUTE FUNCTION analytics_user_day_sessions_inserted();
@@ -258,6 +268,8 @@ CREATE TRIGGER analytics_user_day_updated AFTER UPDATE ON audit_session
 CREATE TRIGGER analytics_user_day_deleted AFTER DELETE ON audit_session
     REFERENCING OLD TABLE AS old_sessions
     FOR EACH STATEMENT EXECUTE FUNCTION analytics_user_day_sessions_deleted();
+CREATE TRIGGER analytics_user_day_truncated AFTER TRUNCATE ON audit_session
+    FOR EACH STATEMENT EXECUTE FUNCTION analytics_user_day_sessions_truncated();
 """
     + DEPENDENTS
 )
@@ -293,9 +305,11 @@ DROP_KEPT = """
 DROP TRIGGER analytics_user_day_inserted ON audit_session;
 DROP TRIGGER analytics_user_day_updated ON audit_session;
 DROP TRIGGER analytics_user_day_deleted ON audit_session;
+DROP TRIGGER analytics_user_day_truncated ON audit_session;
 DROP FUNCTION analytics_user_day_sessions_inserted();
 DROP FUNCTION analytics_user_day_sessions_updated();
 DROP FUNCTION analytics_user_day_sessions_deleted();
+DROP FUNCTION analytics_user_day_sessions_truncated();
 DROP TABLE analytics_user_day CASCADE;
 """
 USER_DAY_VIEW = """
