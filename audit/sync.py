@@ -11,7 +11,10 @@ At-least-once delivery, exactly-once effect:
   changes while a session is open). Counts are absolute and only move forward
   (GREATEST), so a replay — after a crash between commit and acknowledgement, a task
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
-  in-flight set deleted and ended sessions allowed to expire from Redis.
+  in-flight set deleted and ended sessions allowed to expire from Redis. The analytics layer's
+  statement triggers on audit_session (analytics_user_day, analytics/rollups.py) run inside
+  the upsert, under this transaction's settings (hash and merge joins off): they commit with
+  the sessions or not at all.
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.

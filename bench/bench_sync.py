@@ -50,7 +50,8 @@ def _truncate() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE audit_session, audit_user_activity, audit_event, audit_sync_cursor"
+            "TRUNCATE audit_session, audit_user_activity, audit_event, audit_sync_cursor, "
+            "analytics_user_day"
         )
 
 

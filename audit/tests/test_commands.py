@@ -30,8 +30,8 @@ def test_sync_sessions_prints_a_summary(api_client, user, password):
 
 def test_refresh_analytics(api_client, user, password):
     output = run("refresh_analytics")
-    assert "refreshed analytics_user_day" in output
-    assert "refreshed 4 rollups" in output
+    assert "refreshed analytics_user_stats" in output
+    assert "refreshed 3 rollups" in output
 
 
 def test_prune_audit_deletes_only_what_is_old(api_client, user, password):

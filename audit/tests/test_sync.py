@@ -60,7 +60,20 @@ def totals() -> dict:
         ),
         "events": AuditEvent.objects.count(),
         "ended": AuditSession.objects.filter(ended_at__isnull=False).count(),
+        # The rollup the analytics layer's triggers keep in the sync's transaction (read by
+        # name: audit does not import analytics).
+        "rollup": _rollup_totals(),
     }
+
+
+def _rollup_totals() -> tuple[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(api_calls), 0), coalesce(sum(sessions_started), 0) "
+            "FROM analytics_user_day"
+        )
+        calls, sessions = cursor.fetchone()
+    return int(calls), int(sessions)
 
 
 def expected_totals(traffic) -> dict:
@@ -72,6 +85,7 @@ def expected_totals(traffic) -> dict:
         "hour_calls": calls,
         "events": sessions + 3 * runs,
         "ended": runs,
+        "rollup": (calls, sessions),
     }
 
 
@@ -174,6 +188,7 @@ def test_a_batch_holding_a_session_twice_keeps_the_newer_copy(traffic):
     written = totals()
     assert written["sessions"] == 4
     assert written["calls"] == written["hour_calls"] == 60 + 7
+    assert written["rollup"] == (60 + 7, 4)
 
 
 def test_two_syncs_at_once_without_the_lock(traffic, monkeypatch):
