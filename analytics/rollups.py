@@ -1,7 +1,7 @@
 """The rollups the sync keeps as it writes sessions, and their rebuild from scratch.
 
 analytics_user_day — API calls and sessions started per user per UTC day — is changed by
-triggers on audit_session (analytics/migrations/0009_user_day_kept_by_sync.py) in the very
+triggers on audit_session (analytics/migrations/0010_user_day_kept_by_sync.py) in the very
 statement that changes the sessions, so it commits with the sync's rows or not at all. What
 is kept incrementally must equal what the sessions give when recomputed: `rebuild` is that
 recomputation (disaster recovery: a restored backup, a rollup damaged by hand), and

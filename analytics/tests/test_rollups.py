@@ -130,7 +130,7 @@ def test_migrating_a_populated_database_keeps_the_rollup(user):
     """Back to the materialized view, sessions written and refreshed there, forward again: the
     table starts with exactly the view's rows, and the triggers keep it from there."""
     leaves = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    _migrate([("analytics", "0008_suspicious_ips_per_ip")])
+    _migrate([("analytics", "0009_session_status_inactive")])
     started = datetime(2026, 11, 19, 23, 30, tzinfo=UTC)
     hours = {str(int(started.timestamp()) - 1800): 4, str(int(started.timestamp()) + 1800): 6}
     AuditSession.objects.create(

@@ -115,7 +115,7 @@ CREATE VIEW analytics_user_activity AS
     COALESCE(s.api_calls_30d, 0::bigint) AS api_calls_30d,
     COALESCE(s.days_active_30d, 0) AS days_active_30d,
         CASE
-            WHEN a.last_active IS NULL THEN 'idle'::text
+            WHEN a.last_active IS NULL THEN 'inactive'::text
             ELSE analytics_session_status(a.last_active)
         END AS status,
     a.last_active IS NULL AS never_active
@@ -359,7 +359,7 @@ def run(sql: str, *, fill: bool):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("analytics", "0008_suspicious_ips_per_ip"),
+        ("analytics", "0009_session_status_inactive"),
         ("audit", "0013_end_reason_lost"),
     ]
 
