@@ -6,6 +6,7 @@ a JWT like the rest of the API, and the admin's session cookie, so the admin's o
 poll it (GET only: nothing here changes state, so CSRF does not arise).
 """
 
+import functools
 from typing import cast
 
 from django.contrib.auth import get_user_model
@@ -22,6 +23,7 @@ from analytics import selectors
 from audit import selectors as audit_selectors
 from core import clock
 from core.permissions import CanViewReports
+from core.replica import read_reports
 
 from . import serializers as s
 
@@ -45,6 +47,14 @@ class ReportView(GenericAPIView):
     permission_classes = [CanViewReports]
     pagination_class = ReportPagination
     query_serializer: type[s.serializers.Serializer] | None = None
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and permission: the primary
+        # The report itself reads where the admin's report pages read: the replica, if one is
+        # configured (the primary while it is away). DRF looks the handler up after this.
+        name = request.method.lower()
+        if handler := getattr(self, name, None):
+            setattr(self, name, functools.partial(read_reports, handler))
 
     def query(self) -> dict:
         """The validated query parameters (ValidationError, a 400, on a malformed one)."""

@@ -55,6 +55,12 @@ def main(staff_name: str, username: str, password: str) -> None:
         "events": reverse("admin:audit_auditevent_changelist"),
         "security": reverse("admin:analytics_security"),
         "user_detail": reverse("admin:analytics_user_detail", args=[user.pk]),
+        # The analytics API, with the admin's session cookie as the overview polls it.
+        "api_power_users": "/api/analytics/power-users/",
+        "api_sessions": "/api/analytics/sessions/",
+        "api_suspicious_ips": "/api/analytics/suspicious-ips/",
+        "api_security": "/api/analytics/security/",
+        "api_user": f"/api/analytics/users/{user.pk}/",
     }
     for name, url in reports.items():
         out[name] = capture(lambda url=url: admin.get(url))

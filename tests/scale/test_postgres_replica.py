@@ -133,8 +133,8 @@ def test_reports_read_the_replica_while_logins_and_change_pages_read_the_primary
 
 
 def test_which_queries_go_where(pg_pair):
-    """Report pages send every query of the report to the replica; logins, refreshes, token
-    checks, logouts and the admin's change pages send none there."""
+    """Report pages and the analytics API send every query of the report to the replica;
+    logins, refreshes, token checks, logouts and the admin's change pages send none there."""
     _primary, replica, stack = pg_pair
     create_users(stack, "alice")
     result = subprocess.run(
@@ -160,6 +160,11 @@ def test_which_queries_go_where(pg_pair):
         "events",
         "security",
         "user_detail",
+        "api_power_users",
+        "api_sessions",
+        "api_suspicious_ips",
+        "api_security",
+        "api_user",
     ):
         queries = routed[page]
         assert queries["status"] == 200, (page, queries["status"])
