@@ -3,8 +3,9 @@
 * PostgreSQL: the server of DATABASE_URL, but always the database ``sessionhub_bench`` (or
   ``$BENCH_DATABASE``, named ``sessionhub_bench…``; created and migrated by the runner), never
   the ones `make run` and `make test` use.
-* Redis: the server of REDIS_URL, but always database 12 and the key prefix ``shbench``; the
-  runner empties that database (FLUSHDB on db 12 only) before each case.
+* Redis: the server of REDIS_URL, but database 12 (or ``$BENCH_REDIS_DB``, never the one of
+  `make run` or `make test`) and the key prefix ``shbench``; the runner empties that database
+  (FLUSHDB on it only) before each case.
 * DEBUG off (no query log), quiet logging, a fast password hasher for the bench users.
 * Database connections kept for the whole case (CONN_MAX_AGE None instead of 60 s): the runner
   accounts the CPU of each worker's PostgreSQL backend by its pid. One reconnect a minute would
@@ -21,7 +22,8 @@ from sessionhub.settings.local import CACHES, DATABASES, SESSIONHUB, SIMPLE_JWT,
 # BENCH_DATABASE picks another bench database (e.g. to keep a data set of another branch):
 # its name must still start with sessionhub_bench.
 BENCH_DATABASE = env.str("BENCH_DATABASE", default="sessionhub_bench")
-BENCH_REDIS_DB = 12
+# BENCH_REDIS_DB lets two bench runs share one Redis server without emptying each other.
+BENCH_REDIS_DB = env.int("BENCH_REDIS_DB", default=12)
 BENCH_REDIS_PREFIX = "shbench"
 
 
