@@ -15,6 +15,7 @@ from tests.monitoring.helpers import need, run
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CLUSTER_COMPOSE_FILE = ROOT / "docker-compose.cluster.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PROCFILE = ROOT / "Procfile"
@@ -42,7 +43,7 @@ DUMMY_ENV = {
 }
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}; not $${...}.
-_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
 def compose_text() -> str:
@@ -67,7 +68,7 @@ def referenced_variables() -> dict[str, set[str]]:
     with it ('' = none)."""
     found: dict[str, set[str]] = {}
     for text in _strings(raw_compose()):
-        for match in _REFERENCE.finditer(text):
+        for match in REFERENCE.finditer(text):
             found.setdefault(match.group(1), set()).add(match.group(2) or "")
     return found
 
@@ -81,11 +82,16 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def docker_compose(directory: Path, env: dict[str, str], *args: str):
-    """`docker-compose --env-file <env> -f docker-compose.yml ARGS` with no other environment
-    (the shell's variables would take precedence over the env file)."""
+def docker_compose(
+    directory: Path, env: dict[str, str], *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,)
+):
+    """`docker-compose --env-file <env> -f docker-compose.yml ARGS` (or `-f` each of `files`:
+    an override after the base) with no other environment (the shell's variables would take
+    precedence over the env file)."""
     env_file = write_env_file(directory / "compose.env", env)
-    command = [need("docker-compose"), "--env-file", str(env_file), "-f", str(COMPOSE_FILE)]
+    command = [need("docker-compose"), "--env-file", str(env_file)]
+    for file in files:
+        command += ["-f", str(file)]
     isolated = {"PATH": os.environ["PATH"], "HOME": str(directory)}
     return run([*command, *args], env=isolated, cwd=directory)
 
