@@ -5,15 +5,28 @@ untracked), and a request must not hang for the OS default while we find that ou
 """
 
 from functools import cache
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
 from redis.sentinel import Sentinel
 
-# Errors that mean "Redis is not answering right now", as opposed to a bug in our commands.
-REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Errors that mean "Redis is not answering right now", as opposed to a bug in our commands. On
+# a Redis Cluster also a cluster that is failing over (CLUSTERDOWN, TRYAGAIN, a slot whose
+# node cannot be reached).
+REDIS_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    MasterDownError,
+    SlotNotCoveredError,
+)
 
 
 CLIENT_OPTIONS = {
@@ -25,10 +38,37 @@ CLIENT_OPTIONS = {
 
 
 @cache
-def get_redis() -> redis.Redis:
+def get_redis() -> Any:
+    """redis.Redis, or redis.cluster.RedisCluster with REDIS_CLUSTER_NODES (the commands the
+    app uses are the same on both; see core.rediskeys for how keys stay in one slot)."""
+    if settings.REDIS_CLUSTER_NODES:
+        return _cluster()
     if settings.REDIS_SENTINELS:
         return _sentinel_primary()
     return redis.Redis.from_url(settings.REDIS_URL, **CLIENT_OPTIONS)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def _cluster() -> RedisCluster:
+    """A Redis Cluster from its seed nodes: redis-py learns the slots' owners from them, and
+    again after a MOVED reply or a connection lost (a fail-over), so a promoted replica is
+    found without a restart. Until the cluster has voted, calls to the failed master's slots
+    fail like calls to a Redis that is down (REDIS_UNAVAILABLE)."""
+    url = urlsplit(settings.REDIS_URL)
+    options: dict[str, Any] = {
+        key: value for key, value in CLIENT_OPTIONS.items() if key != "client_name"
+    }
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in settings.REDIS_CLUSTER_NODES],
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        # Fail fast while a master is down: the callers hold their work and try again.
+        cluster_error_retry_attempts=1,
+        **options,
+    )
 
 
 def _sentinel_primary() -> redis.Redis:
@@ -64,7 +104,7 @@ def as_text(value: bytes | str) -> str:
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting in {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}:
+    if setting in {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES"}:
         get_redis.cache_clear()
 
 
