@@ -248,6 +248,27 @@ def end(
 ) -> Any:
     """End one session (of `shard`) exactly once. Returns the script's answer (1 ended now,
     0 already, -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
+    called, script_keys, args = end_call(
+        sid=sid,
+        reason=reason,
+        ended_at=ended_at,
+        actor_id=actor_id,
+        idle_timeout=idle_timeout,
+        shard=shard,
+    )
+    return called(keys=script_keys, args=args, client=client)
+
+
+def end_call(
+    *,
+    sid: str,
+    reason: EndReason,
+    ended_at: float,
+    actor_id: int | None = None,
+    idle_timeout: int | None = None,
+    shard: int = 0,
+) -> lua.Call:
+    """The end of one session as a script call, for core.lua.run (many in one round trip)."""
     event = events.session_ended_payload(sid=sid, reason=reason, actor_id=actor_id)
     script_keys = [
         keys.session(sid, shard),
@@ -271,7 +292,7 @@ def end(
         repr(ended_at),
         *DURATION_BUCKETS,
     ]
-    return script("session_end")(keys=script_keys, args=args, client=client)
+    return script("session_end"), script_keys, args
 
 
 def get(sid: str, shard: int = 0) -> LiveSession | None:

@@ -428,26 +428,24 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
             )
             if not due:
                 return
-            pipe = client.pipeline(transaction=False)
-            for sid, score in due:
-                if reason is EndReason.IDLE_TIMEOUT:
-                    livesessions.end(
-                        sid=sid.decode(),
-                        reason=reason,
-                        ended_at=now,
-                        idle_timeout=conf.IDLE_TIMEOUT,
-                        client=pipe,
-                        shard=shard,
-                    )
-                else:
-                    livesessions.end(
-                        sid=sid.decode(),
-                        reason=reason,
-                        ended_at=score + conf.ABSOLUTE_TIMEOUT,
-                        client=pipe,
-                        shard=shard,
-                    )
-            results = lua.execute(pipe)
+            calls = [
+                livesessions.end_call(
+                    sid=sid.decode(),
+                    reason=reason,
+                    ended_at=now,
+                    idle_timeout=conf.IDLE_TIMEOUT,
+                    shard=shard,
+                )
+                if reason is EndReason.IDLE_TIMEOUT
+                else livesessions.end_call(
+                    sid=sid.decode(),
+                    reason=reason,
+                    ended_at=score + conf.ABSOLUTE_TIMEOUT,
+                    shard=shard,
+                )
+                for sid, score in due
+            ]
+            results = lua.run(calls)
             orphans = [
                 sid for (sid, _), result in zip(due, results, strict=True) if result in (-1, 0)
             ]
@@ -581,17 +579,18 @@ def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:
     if not targets:
         return 0
     now = clock.now()
-    pipe = client.pipeline(transaction=False)
-    for sid, row in targets.items():
-        livesessions.end(
-            sid=sid,
-            reason=EndReason(row.reason),
-            ended_at=now,
-            actor_id=row.actor_id,
-            client=pipe,
-            shard=keys.shard_of(row.user_id),
-        )
-    results = lua.execute(pipe)
+    results = lua.run(
+        [
+            livesessions.end_call(
+                sid=sid,
+                reason=EndReason(row.reason),
+                ended_at=now,
+                actor_id=row.actor_id,
+                shard=keys.shard_of(row.user_id),
+            )
+            for sid, row in targets.items()
+        ]
+    )
     for sid, result in zip(targets, results, strict=True):
         if result in (0, 1):
             tracker.mark_ended(sid)
@@ -641,12 +640,13 @@ def _sessions_reconcile_shard(shard: int, batch: int) -> int:
         removed = 0
         if doomed:
             now = clock.now()
-            pipe = client.pipeline(transaction=False)
-            for sid in doomed:
-                livesessions.end(
-                    sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, client=pipe, shard=shard
+            calls = [
+                livesessions.end_call(
+                    sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, shard=shard
                 )
-            for sid, result in zip(doomed, lua.execute(pipe), strict=True):
+                for sid in doomed
+            ]
+            for sid, result in zip(doomed, lua.run(calls), strict=True):
                 if result == 1:
                     tracker.mark_ended(sid)
                     removed += 1

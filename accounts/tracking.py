@@ -64,7 +64,7 @@ from django.conf import settings
 
 from core import clock, lua
 from core.conf import get_settings
-from core.redis import REDIS_UNAVAILABLE, get_redis, is_cluster
+from core.redis import REDIS_UNAVAILABLE, get_redis, is_cluster, relearn_slots
 from core.rediskeys import keys
 
 from . import livesessions
@@ -427,6 +427,7 @@ class Tracker:
 
     def _redis_failed(self, now: float, what: str) -> None:
         self._redis_retry_at = now + REDIS_RETRY_SECONDS
+        relearn_slots()  # a Redis Cluster failing over: find the promoted replica
         with self._lock:
             self._stats["tracking_errors"] += 1
         logger.warning("session tracking: redis unavailable during %s", what)
@@ -495,10 +496,10 @@ class Tracker:
                     raise unavailable[0]
             else:
                 # One call per shard the batch touches, in one pipeline (on a cluster, one
-                # round trip per node).
-                pipe = client.pipeline(transaction=False)
-                for _, flush_keys, args in calls:
-                    flush(keys=flush_keys, args=args, client=pipe)
+                # per master).
+                script_calls: list[lua.Call] = [
+                    (flush, flush_keys, args) for _, flush_keys, args in calls
+                ]
                 for sid, reason, ended_at, actor_id, user_id, shard in batch.ends:
                     if shard is None:
                         shard = (
@@ -506,15 +507,16 @@ class Tracker:
                             if user_id is not None
                             else livesessions.locate(sid) or 0
                         )
-                    livesessions.end(
-                        sid=sid,
-                        reason=reason,
-                        ended_at=ended_at,
-                        actor_id=actor_id,
-                        client=pipe,
-                        shard=shard,
+                    script_calls.append(
+                        livesessions.end_call(
+                            sid=sid,
+                            reason=reason,
+                            ended_at=ended_at,
+                            actor_id=actor_id,
+                            shard=shard,
+                        )
                     )
-                results = lua.execute(pipe, raise_on_error=False)
+                results = lua.run(script_calls, raise_on_error=False)
                 # A shard whose node is away: the whole batch stays in flight and is sent
                 # again; the shards that applied it skip it then (their sequence has it).
                 unavailable = [r for r in results if isinstance(r, REDIS_UNAVAILABLE)]
@@ -666,6 +668,7 @@ class Tracker:
                 for message in _await_confirmation(pubsub, "unsubscribe", 2):
                     self._on_message(message, channel, confirm)
             except REDIS_UNAVAILABLE:
+                relearn_slots()  # a cluster's master gone: subscribe through its successor
                 if subscribed_at is not None and time.monotonic() >= quick_retry_after:
                     # A subscription lost (Redis restarting, or only this connection dropped):
                     # reconnect at once, at most once a second; meanwhile requests ask Redis.

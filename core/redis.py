@@ -4,6 +4,7 @@ Timeouts are short on purpose: Redis being away is a designed state (requests ke
 untracked), and a request must not hang for the OS default while we find that out.
 """
 
+import contextlib
 from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -11,8 +12,10 @@ from urllib.parse import unquote, urlsplit
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 # Errors that mean "Redis is not answering right now", as opposed to a bug in our commands. On
@@ -57,16 +60,15 @@ def _cluster() -> RedisCluster:
     again after a MOVED reply or a connection lost (a fail-over), so a promoted replica is
     found without a restart. Until the cluster has voted, calls to the failed master's slots
     fail like calls to a Redis that is down (REDIS_UNAVAILABLE)."""
-    url = urlsplit(settings.REDIS_URL)
     options: dict[str, Any] = {
         key: value for key, value in CLIENT_OPTIONS.items() if key != "client_name"
     }
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in settings.REDIS_CLUSTER_NODES],
-        username=unquote(url.username) if url.username else None,
-        password=unquote(url.password) if url.password else None,
-        # Fail fast while a master is down: the callers hold their work and try again.
-        cluster_error_retry_attempts=1,
+        password=settings.REDIS_CLUSTER_PASSWORD or None,
+        # Fail fast while a master is down (a retry or two, to follow a MOVED slot): the
+        # callers hold their work and try again later.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         **options,
     )
 
@@ -95,6 +97,16 @@ def _sentinel_primary() -> redis.Redis:
         password=unquote(url.password) if url.password else None,
         **CLIENT_OPTIONS,
     )
+
+
+def relearn_slots(client: Any = None) -> None:
+    """On a Redis Cluster, ask again which master owns which slot (after a fail-over; redis-py
+    does it by itself on a MOVED reply, not always on a lost connection). Nothing on a single
+    Redis. If the cluster does not answer, the next failure tries again."""
+    client = get_redis() if client is None else client
+    if is_cluster(client):
+        with contextlib.suppress(*REDIS_UNAVAILABLE, redis.RedisError):
+            client.nodes_manager.initialize()
 
 
 def as_text(value: bytes | str) -> str:

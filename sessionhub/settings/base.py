@@ -139,13 +139,15 @@ if REDIS_SENTINEL_PASSWORD and not REDIS_SENTINELS:
 
 # Redis Cluster: seed nodes (host:port, …) of the cluster that holds the live sessions, the
 # tracking flush, the event streams, throttling and the revocation channel (core.redis gives
-# redis-py's RedisCluster). REDIS_URL then gives only the password. The work is spread over
-# SESSIONHUB["REDIS_SHARDS"] virtual shards (core.rediskeys). Not with Sentinel: a cluster
-# fails over by itself. Celery's broker cannot be a cluster (kombu): CELERY_BROKER_URL must
-# then name a plain Redis, a Sentinel group or RabbitMQ.
+# redis-py's RedisCluster), spread over SESSIONHUB["REDIS_SHARDS"] virtual shards
+# (core.rediskeys). REDIS_URL keeps naming a plain Redis: the Django cache's, and Celery's
+# unless CELERY_BROKER_URL says otherwise (kombu cannot use a cluster: a plain Redis, a
+# Sentinel group or RabbitMQ). Not with Sentinel: a cluster fails over by itself.
 REDIS_CLUSTER_NODES = _sentinel_addresses(
     env.list("REDIS_CLUSTER_NODES", default=[]), "REDIS_CLUSTER_NODES"
 )
+# The cluster nodes' password (`requirepass`/`masterauth`), when they have one.
+REDIS_CLUSTER_PASSWORD = env.str("REDIS_CLUSTER_PASSWORD", default="")
 if REDIS_CLUSTER_NODES and REDIS_SENTINELS:
     raise ImproperlyConfigured(
         "REDIS_CLUSTER_NODES and REDIS_SENTINELS exclude each other: a Redis Cluster fails over "
