@@ -235,3 +235,33 @@ def test_metrics_sum_the_shards(django_user_model, password, redis_clean, client
     assert float(lines["sessions_active_total"]) == 5
     assert float(lines["api_calls_total"]) == 15
     assert float(lines["sessions_started_total"]) == 5
+
+
+def test_the_admins_live_pages_merge_the_shards(django_user_model, password, redis_clean):
+    """The live-sessions list pages through the shards by last activity as one list; the
+    overview's tiles add the shards up."""
+    from analytics import selectors
+
+    users = _users(django_user_model, password, 8)
+    now = 1_800_000_000.0
+    for n, user in enumerate(users):
+        livesessions.start(
+            sid=f"{n:011x}{'0' * 16}",
+            user_id=user.pk,
+            started_at=now - 100 + n,
+            ip="198.51.100.1",
+            user_agent="ua",
+            username=user.username,
+        )
+    order = [f"{n:011x}{'0' * 16}" for n in range(8)]
+    newest_first = [
+        row.session.sid
+        for page in (1, 2, 3)
+        for row in selectors.live_sessions_page(page=page, per_page=3).rows
+    ]
+    assert newest_first == order[::-1]
+    first = selectors.live_sessions_page(page=1, per_page=3, oldest_first=True)
+    assert [row.session.sid for row in first.rows] == order[:3]
+    assert first.total == 8
+    mine = selectors.live_sessions_page(user_id=users[5].pk)
+    assert [row.session.sid for row in mine.rows] == [order[5]]
