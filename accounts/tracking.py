@@ -149,6 +149,7 @@ class Tracker:
         self._ended: dict[str, float] = {}
         self._foreign: dict[tuple[str, int], float] = {}  # (sid, another user's id) → until
         self._redis_retry_at = 0.0
+        self._relearn = False
         self._next_prune = 0.0
         self._to_end: list[tuple[str, int]] = []
 
@@ -427,7 +428,10 @@ class Tracker:
 
     def _redis_failed(self, now: float, what: str) -> None:
         self._redis_retry_at = now + REDIS_RETRY_SECONDS
-        relearn_slots()  # a Redis Cluster failing over: find the promoted replica
+        # On a Redis Cluster a master may be failing over: the flusher thread asks the cluster
+        # for the slots' owners again (never the request path: that may take a connect
+        # timeout per node).
+        self._relearn = True
         with self._lock:
             self._stats["tracking_errors"] += 1
         logger.warning("session tracking: redis unavailable during %s", what)
@@ -615,6 +619,9 @@ class Tracker:
         while not stop.wait(interval):
             try:
                 self.flush()
+                if self._relearn:
+                    self._relearn = False
+                    relearn_slots()
                 self._expire_local(clock.now())
             except Exception:  # the flusher must never die
                 logger.exception("session tracking: flush failed")
