@@ -87,7 +87,7 @@ class RedisClusterHarness:
         self.port_pool = list(ports)
         self.node_timeout_ms = node_timeout_ms
         self.nodes: list[ClusterNode] = []
-        self._masters_seen: set[int] = set()
+        self._masters_at_kill: set[int] = set()
         self.failover_seconds = 0.0
 
     # --- life cycle --------------------------------------------------------------------------
@@ -133,7 +133,6 @@ class RedisClusterHarness:
                 0.2,
                 "the replicas to attach and sync",
             )
-            self._masters_seen = {node.port for node in self.master_nodes()}
         except BaseException:
             self.stop()
             raise
@@ -261,6 +260,7 @@ class RedisClusterHarness:
 
     def kill_master(self, index: int = 0, port: int | None = None) -> ClusterNode:
         """SIGKILL the `index`-th live master, or the one on `port` (a crash); returns it."""
+        self._masters_at_kill = {master.port for master in self.master_nodes()}
         node = self.master_nodes()[index] if port is None else self.node_at(port)
         assert node.process is not None and self.role(node) == "master"
         node.process.kill()
@@ -272,7 +272,7 @@ class RedisClusterHarness:
         """Until a replica of `old` is master and the cluster is ok again; returns it (and
         how long it took in `failover_seconds`)."""
         started = time.monotonic()
-        before = {node.port for node in self.nodes if node.port in self._masters_seen}
+        before = self._masters_at_kill
 
         def promoted() -> ClusterNode | None:
             masters = self.master_nodes()
@@ -282,6 +282,5 @@ class RedisClusterHarness:
 
         node = wait_until(promoted, timeout, 0.1, f"a replica of {old.port} to take over")
         assert node is not None
-        self._masters_seen.add(node.port)
         self.failover_seconds = time.monotonic() - started
         return node

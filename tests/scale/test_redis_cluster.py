@@ -117,6 +117,42 @@ def test_revocations_reach_every_process_over_the_cluster(on_cluster, django_use
 
 
 @in_process
+def test_revocations_follow_the_fail_over_of_the_channels_master(
+    on_cluster, django_user_model, password
+):
+    """The master every process subscribes through (the one owning the revocation channel's
+    slot) is killed: the listeners subscribe again through its promoted replica, and ends
+    reach them and are confirmed as before."""
+    cluster = on_cluster
+    client = get_redis()
+    other = Tracker()
+    try:
+        assert other.start(timeout=10)
+        node = client.get_node_from_key(keys.revocations_channel())
+        killed = cluster.kill_master(port=node.port)
+        cluster.wait_promoted(killed)
+        wait_until(
+            lambda: (
+                other._subscribed.is_set()
+                and client.get_node_from_key(keys.revocations_channel()).port != killed.port
+            ),
+            30,
+            0.1,
+            "the listener to subscribe through the new master",
+        )
+        users = _users(django_user_model, password, 6)
+        api = APIClient()
+        sids = [sid_of(login(api, user.username, password).json()["access"]) for user in users]
+        for user, sid in zip(users, sids, strict=True):
+            assert account_services.session_end(sid=sid, reason=EndReason.REVOKED, user_id=user.pk)
+        wait_until(lambda: all(sid in other._ended for sid in sids), 10, 0.05, "the ends")
+        assert tracker.confirm_ended(sids[:1])
+    finally:
+        other.shutdown()
+        other._stop.set()
+
+
+@in_process
 def test_a_master_killed_its_replica_takes_over_totals_exact(
     on_cluster, django_user_model, password
 ):
