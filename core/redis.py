@@ -14,7 +14,13 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -63,6 +69,15 @@ def _cluster() -> RedisCluster:
     options: dict[str, Any] = {
         key: value for key, value in CLIENT_OPTIONS.items() if key != "client_name"
     }
+    try:
+        return _connect_cluster(options)
+    except RedisClusterException as exc:
+        # No seed node answers (the cluster is down at start-up): Redis is away, the designed
+        # state every caller handles; the next call tries again (nothing is cached).
+        raise redis.ConnectionError(str(exc)) from exc
+
+
+def _connect_cluster(options: dict[str, Any]) -> RedisCluster:
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in settings.REDIS_CLUSTER_NODES],
         password=settings.REDIS_CLUSTER_PASSWORD or None,
@@ -103,9 +118,9 @@ def relearn_slots(client: Any = None) -> None:
     """On a Redis Cluster, ask again which master owns which slot (after a fail-over; redis-py
     does it by itself on a MOVED reply, not always on a lost connection). Nothing on a single
     Redis. If the cluster does not answer, the next failure tries again."""
-    client = get_redis() if client is None else client
-    if is_cluster(client):
-        with contextlib.suppress(*REDIS_UNAVAILABLE, redis.RedisError):
+    with contextlib.suppress(*REDIS_UNAVAILABLE, redis.RedisError, RedisClusterException):
+        client = get_redis() if client is None else client
+        if is_cluster(client):
             client.nodes_manager.initialize()
 
 
@@ -116,7 +131,13 @@ def as_text(value: bytes | str) -> str:
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting in {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES"}:
+    if setting in {
+        "REDIS_URL",
+        "REDIS_SENTINELS",
+        "REDIS_SENTINEL_MASTER",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_CLUSTER_PASSWORD",
+    }:
         get_redis.cache_clear()
 
 
