@@ -220,7 +220,7 @@ def test_session_limit_and_ends_by_sid_work_in_the_users_shard(
     assert AuditSession.objects.filter(ended_at__isnull=True).count() == 1
 
 
-def test_metrics_sum_the_shards(django_user_model, password, redis_clean, client):
+def test_metrics_sum_the_shards(django_user_model, password, redis_clean, client, frozen_clock):
     users = _users(django_user_model, password, 5)
     api = APIClient()
     for user in users:
@@ -235,6 +235,13 @@ def test_metrics_sum_the_shards(django_user_model, password, redis_clean, client
     assert float(lines["sessions_active_total"]) == 5
     assert float(lines["api_calls_total"]) == 15
     assert float(lines["sessions_started_total"]) == 5
+    # The admin's overview adds the shards up the same way.
+    from analytics import selectors
+
+    tiles = selectors.live_tiles()
+    assert (tiles.active_now, tiles.api_calls_per_minute) == (5, 15)
+    figures = selectors.live_figures()
+    assert (figures.active_now, figures.sync_backlog) == (5, 5)
 
 
 def test_the_admins_live_pages_merge_the_shards(django_user_model, password, redis_clean):
