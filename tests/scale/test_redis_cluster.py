@@ -80,10 +80,14 @@ def test_the_app_runs_on_the_cluster_with_exact_totals(on_cluster, django_user_m
         response = api.post("/api/auth/logout/", {"refresh": pair["refresh"]}, format="json")
         assert response.status_code == 204
         ended += 1
+    # The login gate (throttling's scripts, in shard 0's slot) on the cluster too.
+    failures = [login(api, users[0].username, "wrong").status_code for _ in range(3)]
+    assert failures == [401] * 3
     assert tracker.flush()
     assert livesessions.count_active(0) == USERS - ended
 
     _sync_all()
+    assert AuditEvent.objects.filter(event_type="login_failed").count() == 3
     assert AuditSession.objects.count() == USERS
     assert AuditSession.objects.aggregate(n=Sum("api_call_count"))["n"] == calls
     assert AuditSession.objects.filter(end_reason=EndReason.LOGOUT).count() == ended
