@@ -106,21 +106,21 @@ class SessionBatch:
         self.problems.extend(other.problems)
 
 
-def changed_claim() -> int:
-    """Move the sessions changed since the last run into the in-flight set (a crashed run's
-    in-flight set is kept and finished first); returns how many are in flight."""
-    return _script("claim_dirty")(keys=[keys.dirty(), keys.dirty_inflight()])
+def changed_claim(shard: int = 0) -> int:
+    """Move the sessions of a shard changed since the last run into its in-flight set (a
+    crashed run's in-flight set is kept and finished first); returns how many are in flight."""
+    return _script("claim_dirty")(keys=[keys.dirty(shard), keys.dirty_inflight(shard)])
 
 
 def changed_sessions(
-    batch_size: int, *, inflight: str | None = None, prefix: str | None = None
+    batch_size: int, *, inflight: str | None = None, prefix: str | None = None, shard: int = 0
 ) -> Iterator[SessionBatch]:
-    """The in-flight sessions, in batches of COPY text (SESSION_STAGE_COLUMNS), read with
-    one script call each; `inflight` and `prefix` name another set and key prefix (the
+    """A shard's in-flight sessions, in batches of COPY text (SESSION_STAGE_COLUMNS), read
+    with one script call each; `inflight` and `prefix` name another set and key prefix (the
     quarantine's retries)."""
     reader = _script("read_sessions")
-    inflight = inflight or keys.dirty_inflight()
-    prefix = prefix or keys.session_prefix()
+    inflight = inflight or keys.dirty_inflight(shard)
+    prefix = prefix or keys.session_prefix(shard)
     cursor = "0"
     while True:
         reply = reader(keys=[inflight], args=[cursor, batch_size, prefix, 4 * MAX_USER_AGENT])
@@ -132,19 +132,20 @@ def changed_sessions(
             return
 
 
-def changed_ended(ended_sids: list[bytes]) -> None:
-    """Written: these ended sessions may now expire from Redis."""
+def changed_ended(ended_sids: list[bytes], shard: int = 0) -> None:
+    """Written: these ended sessions (of `shard`) may now expire from Redis."""
+    keep = get_settings().ENDED_SESSION_KEEP_SECONDS
     _script("ack_sessions")(
-        keys=[keys.dirty_inflight(), keys.dirty()],
-        args=[keys.session_prefix(), get_settings().ENDED_SESSION_KEEP_SECONDS, "0", *ended_sids],
+        keys=[keys.dirty_inflight(shard), keys.dirty(shard)],
+        args=[keys.session_prefix(shard), keep, "0", *ended_sids],
     )
 
 
-def changed_done() -> None:
-    """Every in-flight session is written: the in-flight set goes."""
+def changed_done(shard: int = 0) -> None:
+    """Every in-flight session of `shard` is written: its in-flight set goes."""
     _script("ack_sessions")(
-        keys=[keys.dirty_inflight(), keys.dirty()],
-        args=[keys.session_prefix(), get_settings().ENDED_SESSION_KEEP_SECONDS, "1"],
+        keys=[keys.dirty_inflight(shard), keys.dirty(shard)],
+        args=[keys.session_prefix(shard), get_settings().ENDED_SESSION_KEEP_SECONDS, "1"],
     )
 
 
@@ -181,22 +182,26 @@ def session_hashes(prefix: str, sids: list[bytes]) -> list[dict[bytes, bytes]]:
 # --- Events ----------------------------------------------------------------------------------
 
 
-def events_after(position: tuple[int, int], count: int) -> list[tuple[str, dict[bytes, Any]]]:
-    """Up to `count` stream entries after `position` (ms, seq), oldest first."""
+def events_after(
+    position: tuple[int, int], count: int, shard: int = 0
+) -> list[tuple[str, dict[bytes, Any]]]:
+    """Up to `count` entries of a shard's stream after `position` (ms, seq), oldest first."""
     entries = cast(
         list[tuple[bytes, dict[bytes, Any]]],
-        get_redis().xrange(keys.events(), min=f"({position[0]}-{position[1]}", count=count),
+        get_redis().xrange(keys.events(shard), min=f"({position[0]}-{position[1]}", count=count),
     )
     return [(stream_id.decode(), fields) for stream_id, fields in entries]
 
 
-def events_done(position: tuple[int, int]) -> None:
-    """Written up to `position`: drop those entries from the stream."""
-    get_redis().xtrim(keys.events(), minid=f"{position[0]}-{position[1] + 1}", approximate=False)
+def events_done(position: tuple[int, int], shard: int = 0) -> None:
+    """Written up to `position`: drop those entries from the shard's stream."""
+    get_redis().xtrim(
+        keys.events(shard), minid=f"{position[0]}-{position[1] + 1}", approximate=False
+    )
 
 
-def events_backlog() -> int:
-    return get_redis().xlen(keys.events())
+def events_backlog(shard: int = 0) -> int:
+    return get_redis().xlen(keys.events(shard))
 
 
 EVENT_TYPE_VALUES = frozenset(EventType.values)

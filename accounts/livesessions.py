@@ -19,8 +19,13 @@ Layout (all keys under the configured prefix, see core.rediskeys):
 * ``events``          the event stream (bounded)
 
 Counting never touches the keyspace (no KEYS, no SCAN): the indexes answer every question.
-Multi-key scripts build some key names inside Lua; on Redis Cluster the keys would need one
-hash tag (see README, "Scaling").
+
+Every key above exists once per virtual shard (core.rediskeys): a user's sessions, their set
+and their calls per minute live in shard `user id % REDIS_SHARDS`, under that shard's hash
+tag, with the shard's own indexes, dirty sets and event stream. So each script touches one
+Redis Cluster slot, also for the key names it builds from the prefixes it is given, and the
+session limit stays atomic. An operation on one session names its shard (`shard`, from the
+user id the token carries); figures over all sessions are summed over the shards.
 """
 
 import re
@@ -190,18 +195,19 @@ def start_args(
         occurred_at=started_at,
     )
     conf = get_settings()
+    shard = keys.shard_of(user_id)
     # Completed by the start script for each session the limit ends (its sid, uid, ts).
     limit_event = events.session_ended_payload(sid="", reason=EndReason.SESSION_LIMIT)
     script_keys = [
-        keys.session(sid),
-        keys.active_index(),
-        keys.started_index(),
+        keys.session(sid, shard),
+        keys.active_index(shard),
+        keys.started_index(shard),
         keys.user_sessions(user_id),
-        keys.dirty(),
-        keys.events(),
-        keys.stats(),
-        keys.ended_index(),
-        keys.duration_histogram(),
+        keys.dirty(shard),
+        keys.events(shard),
+        keys.stats(shard),
+        keys.ended_index(shard),
+        keys.duration_histogram(shard),
     ]
     args = [
         sid,
@@ -212,8 +218,8 @@ def start_args(
         conf.EVENT_STREAM_MAXLEN,
         event,
         conf.SESSION_LIMIT_PER_USER,
-        keys.session_prefix(),
-        keys.user_sessions(""),
+        keys.session_prefix(shard),
+        keys.user_sessions_prefix(shard),
         keys.revocations_channel(),
         limit_event,
         *DURATION_BUCKETS,
@@ -238,25 +244,47 @@ def end(
     actor_id: int | None = None,
     idle_timeout: int | None = None,
     client: Any = None,
+    shard: int = 0,
 ) -> Any:
-    """End one session exactly once. Returns the script's answer (1 ended now, 0 already,
-    -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
+    """End one session (of `shard`) exactly once. Returns the script's answer (1 ended now,
+    0 already, -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
+    called, script_keys, args = end_call(
+        sid=sid,
+        reason=reason,
+        ended_at=ended_at,
+        actor_id=actor_id,
+        idle_timeout=idle_timeout,
+        shard=shard,
+    )
+    return called(keys=script_keys, args=args, client=client)
+
+
+def end_call(
+    *,
+    sid: str,
+    reason: EndReason,
+    ended_at: float,
+    actor_id: int | None = None,
+    idle_timeout: int | None = None,
+    shard: int = 0,
+) -> lua.Call:
+    """The end of one session as a script call, for core.lua.run (many in one round trip)."""
     event = events.session_ended_payload(sid=sid, reason=reason, actor_id=actor_id)
     script_keys = [
-        keys.session(sid),
-        keys.active_index(),
-        keys.started_index(),
-        keys.ended_index(),
-        keys.dirty(),
-        keys.events(),
-        keys.stats(),
-        keys.duration_histogram(),
+        keys.session(sid, shard),
+        keys.active_index(shard),
+        keys.started_index(shard),
+        keys.ended_index(shard),
+        keys.dirty(shard),
+        keys.events(shard),
+        keys.stats(shard),
+        keys.duration_histogram(shard),
     ]
     args = [
         sid,
         repr(ended_at),
         str(reason),
-        keys.user_sessions(""),
+        keys.user_sessions_prefix(shard),
         get_settings().EVENT_STREAM_MAXLEN,
         keys.revocations_channel(),
         event,
@@ -264,19 +292,32 @@ def end(
         repr(ended_at),
         *DURATION_BUCKETS,
     ]
-    return script("session_end")(keys=script_keys, args=args, client=client)
+    return script("session_end"), script_keys, args
 
 
-def get(sid: str) -> LiveSession | None:
-    return parse_session(sid, get_redis().hmget(keys.session(sid), SESSION_FIELDS))
+def get(sid: str, shard: int = 0) -> LiveSession | None:
+    return parse_session(sid, get_redis().hmget(keys.session(sid, shard), SESSION_FIELDS))
 
 
-def get_many(sids: list[str]) -> list[LiveSession]:
+def locate(sid: str) -> int | None:
+    """The shard holding a session, for a caller that has only its id (an admin's list of
+    sids): one EXISTS per shard, never a scan. None when no shard has it."""
+    if keys.shard_count == 1:
+        return 0
+    pipe = get_redis().pipeline(transaction=False)
+    for shard in keys.shards():
+        pipe.exists(keys.session(sid, shard))
+    return next((shard for shard, found in enumerate(pipe.execute()) if found), None)
+
+
+def get_many(sids: list[str], shards: int | list[int] = 0) -> list[LiveSession]:
+    """Sessions by id, all of one shard or each of its own (`shards` a list as long)."""
     if not sids:
         return []
+    of = shards if isinstance(shards, list) else [shards] * len(sids)
     pipe = get_redis().pipeline(transaction=False)
-    for sid in sids:
-        pipe.hmget(keys.session(sid), SESSION_FIELDS)
+    for sid, shard in zip(sids, of, strict=True):
+        pipe.hmget(keys.session(sid, shard), SESSION_FIELDS)
     found = (parse_session(sid, values) for sid, values in zip(sids, pipe.execute(), strict=True))
     return [session for session in found if session is not None]
 
@@ -286,13 +327,19 @@ def user_sids(user_id: int) -> list[str]:
 
 
 def recently_ended(since: float) -> dict[str, float]:
-    """Sids ended since ``since`` → end time: what every process must refuse."""
-    rows = cast(
-        list[tuple[bytes, float]],
-        get_redis().zrangebyscore(keys.ended_index(), since, "+inf", withscores=True),
-    )
-    return {as_text(sid): score for sid, score in rows}
+    """Sids ended since ``since`` → end time, in every shard: what every process must refuse."""
+    pipe = get_redis().pipeline(transaction=False)
+    for shard in keys.shards():
+        pipe.zrangebyscore(keys.ended_index(shard), since, "+inf", withscores=True)
+    ended: dict[str, float] = {}
+    for rows in cast(list[list[tuple[bytes, float]]], pipe.execute()):
+        ended.update((as_text(sid), score) for sid, score in rows)
+    return ended
 
 
 def count_active(since: float) -> int:
-    return get_redis().zcount(keys.active_index(), since, "+inf")
+    """Sessions active since ``since``, summed over the shards."""
+    pipe = get_redis().pipeline(transaction=False)
+    for shard in keys.shards():
+        pipe.zcount(keys.active_index(shard), since, "+inf")
+    return sum(pipe.execute())

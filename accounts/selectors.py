@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from core import clock
+from core.rediskeys import keys
 
 from . import livesessions
 
@@ -16,7 +17,7 @@ class SessionView:
 
 def sessions_for_user(*, user_id: int, current_sid: str | None = None) -> list[SessionView]:
     now = clock.now()
-    sessions = livesessions.get_many(livesessions.user_sids(user_id))
+    sessions = livesessions.get_many(livesessions.user_sids(user_id), keys.shard_of(user_id))
     sessions.sort(key=lambda session: session.last_active, reverse=True)
     return [
         SessionView(

@@ -15,7 +15,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from core import clock
+from core import clock, lua
 from core.conf import get_settings
 from core.redis import REDIS_UNAVAILABLE, get_redis
 from core.rediskeys import keys
@@ -196,12 +196,16 @@ def _session_check(
     conf = get_settings()
     if now - started >= conf.ABSOLUTE_TIMEOUT:
         tracker.end(
-            sid=sid, reason=EndReason.ABSOLUTE_TIMEOUT, ended_at=started + conf.ABSOLUTE_TIMEOUT
+            sid=sid,
+            reason=EndReason.ABSOLUTE_TIMEOUT,
+            ended_at=started + conf.ABSOLUTE_TIMEOUT,
+            user_id=user_id,
         )
         raise SessionEnded
     try:
-        session = livesessions.get(sid)
-        ended_recently = get_redis().zscore(keys.ended_index(), sid) is not None
+        shard = keys.shard_of(user_id) if user_id is not None else livesessions.locate(sid) or 0
+        session = livesessions.get(sid, shard)
+        ended_recently = get_redis().zscore(keys.ended_index(shard), sid) is not None
     except REDIS_UNAVAILABLE:
         logger.warning("session check skipped: redis unavailable")
         return None
@@ -211,7 +215,11 @@ def _session_check(
         raise SessionEnded
     if session is not None and now - session.last_active >= conf.IDLE_TIMEOUT:
         result = tracker.end(
-            sid=sid, reason=EndReason.IDLE_TIMEOUT, ended_at=now, idle_timeout=conf.IDLE_TIMEOUT
+            sid=sid,
+            reason=EndReason.IDLE_TIMEOUT,
+            ended_at=now,
+            idle_timeout=conf.IDLE_TIMEOUT,
+            shard=shard,
         )
         if result != 2:
             raise SessionEnded
@@ -269,7 +277,7 @@ def token_refresh(*, raw_refresh: str, ip: str, user_agent: str) -> TokenPair:
         raise SessionEnded
     session = _session_check(sid=sid, user_id=user_id, started=started, now=now)
     if not User.objects.filter(pk=user_id, is_active=True).exists():
-        tracker.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now)
+        tracker.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, user_id=user_id)
         raise SessionEnded
     with transaction.atomic():
         claimed = _claim(refresh, raw_refresh, user_id)
@@ -321,33 +329,54 @@ def logout(*, raw_refresh: str) -> None:
     """Blacklist the refresh token and end its session: the access token dies at once too."""
     refresh, sid, user_id, _ = _refresh_claims(raw_refresh)
     try:
-        session = livesessions.get(sid)
+        session = livesessions.get(sid, keys.shard_of(user_id))
     except REDIS_UNAVAILABLE:
         session = None  # the end is deferred by the tracker; the blacklist holds meanwhile
     if session is not None and session.user_id != user_id:
         raise ForeignSession
     refresh.blacklist()
-    tracker.end(sid=sid, reason=EndReason.LOGOUT, ended_at=clock.now())
+    tracker.end(sid=sid, reason=EndReason.LOGOUT, ended_at=clock.now(), user_id=user_id)
 
 
 # --- ending sessions -----------------------------------------------------------------------
 
 
-def session_end(*, sid: str, reason: EndReason, actor_id: int | None = None) -> bool:
-    """End one session now. True if this call ended it."""
-    return tracker.end(sid=sid, reason=reason, ended_at=clock.now(), actor_id=actor_id) == 1
+def session_end(
+    *,
+    sid: str,
+    reason: EndReason,
+    actor_id: int | None = None,
+    user_id: int | None = None,
+    shard: int | None = None,
+) -> bool:
+    """End one session now. True if this call ended it. Its owner (`user_id`) or `shard`
+    names its shard; without either, the shards are asked (livesessions.locate)."""
+    return (
+        tracker.end(
+            sid=sid,
+            reason=reason,
+            ended_at=clock.now(),
+            actor_id=actor_id,
+            user_id=user_id,
+            shard=shard,
+        )
+        == 1
+    )
 
 
 def session_revoke_own(*, user_id: int, sid: str) -> bool:
     """A user ends one of their own sessions; False if it is not theirs or not live."""
     if sid not in livesessions.user_sids(user_id):
         return False
-    return session_end(sid=sid, reason=EndReason.REVOKED, actor_id=user_id)
+    return session_end(sid=sid, reason=EndReason.REVOKED, actor_id=user_id, user_id=user_id)
 
 
 def sessions_revoke_others(*, user_id: int, current_sid: str) -> int:
     sids = [sid for sid in livesessions.user_sids(user_id) if sid != current_sid]
-    return sum(session_end(sid=sid, reason=EndReason.REVOKED, actor_id=user_id) for sid in sids)
+    return sum(
+        session_end(sid=sid, reason=EndReason.REVOKED, actor_id=user_id, user_id=user_id)
+        for sid in sids
+    )
 
 
 def sessions_end_for_user(*, user_id: int, reason: EndReason, actor_id: int | None = None) -> int:
@@ -359,19 +388,22 @@ def sessions_end_for_user(*, user_id: int, reason: EndReason, actor_id: int | No
 
 
 def sessions_end_all(*, actor_id: int | None = None, batch: int = 500) -> int:
-    """End every live session (staff action). Bounded by the count when it started."""
+    """End every live session (staff action), shard by shard. Bounded by the count when it
+    started."""
     client = get_redis()
-    remaining = client.zcard(keys.started_index())
     ended = 0
-    while remaining > 0:
-        members = cast(list[bytes], client.zrange(keys.started_index(), 0, batch - 1))
-        sids = [member.decode() for member in members]
-        if not sids:
-            break
-        ended += sum(
-            session_end(sid=sid, reason=EndReason.REVOKED, actor_id=actor_id) for sid in sids
-        )
-        remaining -= len(sids)
+    for shard in keys.shards():
+        remaining = client.zcard(keys.started_index(shard))
+        while remaining > 0:
+            members = cast(list[bytes], client.zrange(keys.started_index(shard), 0, batch - 1))
+            sids = [member.decode() for member in members]
+            if not sids:
+                break
+            ended += sum(
+                session_end(sid=sid, reason=EndReason.REVOKED, actor_id=actor_id, shard=shard)
+                for sid in sids
+            )
+            remaining -= len(sids)
     return ended
 
 
@@ -386,7 +418,7 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
     client = get_redis()
     counts = {"idle_timeout": 0, "absolute_timeout": 0}
 
-    def end_all(index: str, cutoff: float, reason: EndReason) -> None:
+    def end_all(shard: int, index: str, cutoff: float, reason: EndReason) -> None:
         while True:
             due = cast(
                 list[tuple[bytes, float]],
@@ -396,38 +428,40 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
             )
             if not due:
                 return
-            pipe = client.pipeline(transaction=False)
-            for sid, score in due:
-                if reason is EndReason.IDLE_TIMEOUT:
-                    livesessions.end(
-                        sid=sid.decode(),
-                        reason=reason,
-                        ended_at=now,
-                        idle_timeout=conf.IDLE_TIMEOUT,
-                        client=pipe,
-                    )
-                else:
-                    livesessions.end(
-                        sid=sid.decode(),
-                        reason=reason,
-                        ended_at=score + conf.ABSOLUTE_TIMEOUT,
-                        client=pipe,
-                    )
-            results = pipe.execute()
+            calls = [
+                livesessions.end_call(
+                    sid=sid.decode(),
+                    reason=reason,
+                    ended_at=now,
+                    idle_timeout=conf.IDLE_TIMEOUT,
+                    shard=shard,
+                )
+                if reason is EndReason.IDLE_TIMEOUT
+                else livesessions.end_call(
+                    sid=sid.decode(),
+                    reason=reason,
+                    ended_at=score + conf.ABSOLUTE_TIMEOUT,
+                    shard=shard,
+                )
+                for sid, score in due
+            ]
+            results = lua.run(calls)
             orphans = [
                 sid for (sid, _), result in zip(due, results, strict=True) if result in (-1, 0)
             ]
             if orphans:  # index entries whose session is gone or already ended: drop them
-                client.zrem(keys.active_index(), *orphans)
-                client.zrem(keys.started_index(), *orphans)
+                client.zrem(keys.active_index(shard), *orphans)
+                client.zrem(keys.started_index(shard), *orphans)
             counts[str(reason)] += sum(1 for result in results if result == 1)
             if len(due) < batch:
                 return
 
-    end_all(keys.active_index(), now - conf.IDLE_TIMEOUT, EndReason.IDLE_TIMEOUT)
-    end_all(keys.started_index(), now - conf.ABSOLUTE_TIMEOUT, EndReason.ABSOLUTE_TIMEOUT)
     keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
-    client.zremrangebyscore(keys.ended_index(), "-inf", now - keep)
+    for shard in keys.shards():
+        idle_cutoff, absolute_cutoff = now - conf.IDLE_TIMEOUT, now - conf.ABSOLUTE_TIMEOUT
+        end_all(shard, keys.active_index(shard), idle_cutoff, EndReason.IDLE_TIMEOUT)
+        end_all(shard, keys.started_index(shard), absolute_cutoff, EndReason.ABSOLUTE_TIMEOUT)
+        client.zremrangebyscore(keys.ended_index(shard), "-inf", now - keep)
     return counts
 
 
@@ -532,6 +566,7 @@ def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:
         pipe.smembers(keys.user_sessions(row.user_id))
     members = dict(zip((row.id for row in per_user), pipe.execute(), strict=True))
     targets: dict[str, SessionEndRequest] = {}  # the first request naming a session wins
+    # A session's owner names its shard (a request for another user's sid ends nothing).
     for row in rows:
         if row.sid:
             targets.setdefault(row.sid, row)
@@ -544,12 +579,18 @@ def _session_ends_apply_chunk(rows: list[SessionEndRequest]) -> int:
     if not targets:
         return 0
     now = clock.now()
-    pipe = client.pipeline(transaction=False)
-    for sid, row in targets.items():
-        livesessions.end(
-            sid=sid, reason=EndReason(row.reason), ended_at=now, actor_id=row.actor_id, client=pipe
-        )
-    results = pipe.execute()
+    results = lua.run(
+        [
+            livesessions.end_call(
+                sid=sid,
+                reason=EndReason(row.reason),
+                ended_at=now,
+                actor_id=row.actor_id,
+                shard=keys.shard_of(row.user_id),
+            )
+            for sid, row in targets.items()
+        ]
+    )
     for sid, result in zip(targets, results, strict=True):
         if result in (0, 1):
             tracker.mark_ended(sid)
@@ -570,12 +611,18 @@ def sessions_reconcile(*, batch: int = 1000) -> int:
     session by rank in the start index (no KEYS, no SCAN), a batch at a time: one script call
     for the batch's sids and users, one query for which of those users are active.
     """
+    return sum(_sessions_reconcile_shard(shard, batch) for shard in keys.shards())
+
+
+def _sessions_reconcile_shard(shard: int, batch: int) -> int:
     client = get_redis()
     owners_of = livesessions.script("session_owners")
     ended, offset = 0, 0
     while True:
         flat = owners_of(
-            keys=[keys.started_index()], args=[keys.session_prefix(), offset, batch], client=client
+            keys=[keys.started_index(shard)],
+            args=[keys.session_prefix(shard), offset, batch],
+            client=client,
         )
         if not flat:
             return ended
@@ -593,10 +640,13 @@ def sessions_reconcile(*, batch: int = 1000) -> int:
         removed = 0
         if doomed:
             now = clock.now()
-            pipe = client.pipeline(transaction=False)
-            for sid in doomed:
-                livesessions.end(sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, client=pipe)
-            for sid, result in zip(doomed, pipe.execute(), strict=True):
+            calls = [
+                livesessions.end_call(
+                    sid=sid, reason=EndReason.USER_DISABLED, ended_at=now, shard=shard
+                )
+                for sid in doomed
+            ]
+            for sid, result in zip(doomed, lua.run(calls), strict=True):
                 if result == 1:
                     tracker.mark_ended(sid)
                     removed += 1

@@ -62,9 +62,9 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from core import clock
+from core import clock, lua
 from core.conf import get_settings
-from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.redis import REDIS_UNAVAILABLE, get_redis, is_cluster, relearn_slots
 from core.rediskeys import keys
 
 from . import livesessions
@@ -149,8 +149,9 @@ class Tracker:
         self._ended: dict[str, float] = {}
         self._foreign: dict[tuple[str, int], float] = {}  # (sid, another user's id) → until
         self._redis_retry_at = 0.0
+        self._relearn = False
         self._next_prune = 0.0
-        self._to_end: list[str] = []
+        self._to_end: list[tuple[str, int]] = []
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -231,26 +232,28 @@ class Tracker:
                 sid=sid,
                 reason=EndReason.ABSOLUTE_TIMEOUT,
                 ended_at=started_at + conf.ABSOLUTE_TIMEOUT,
+                user_id=user_id,
             )
             return Verdict.ENDED
         last = max(self._last_seen.get(sid, 0.0), last_active_hint or started_at)
         looks_idle = now - last >= conf.IDLE_TIMEOUT
         # Not subscribed, or the ended sessions not loaded since: an end may have been missed.
         unsure = not self._subscribed.is_set()
-        if (looks_idle or unsure) and self._check_in_redis(sid, now) is Verdict.ENDED:
+        if (looks_idle or unsure) and self._check_in_redis(sid, user_id, now) is Verdict.ENDED:
             return Verdict.ENDED
         self._record(sid, user_id, started_at, ip, user_agent, now)
         return Verdict.OK
 
-    def _check_in_redis(self, sid: str, now: float) -> Verdict:
+    def _check_in_redis(self, sid: str, user_id: int, now: float) -> Verdict:
         """This process cannot tell: ask Redis whether the session ended or is idle (and end
         it then). Redis away: OK, the designed state of an outage."""
         if not self._redis_usable(now):
             return Verdict.OK
+        shard = keys.shard_of(user_id)
         try:
             pipe = get_redis().pipeline(transaction=False)
-            pipe.hmget(keys.session(sid), livesessions.SESSION_FIELDS)
-            pipe.zscore(keys.ended_index(), sid)
+            pipe.hmget(keys.session(sid, shard), livesessions.SESSION_FIELDS)
+            pipe.zscore(keys.ended_index(shard), sid)
             values, ended_score = pipe.execute()
         except REDIS_UNAVAILABLE:
             self._redis_failed(now, "session check")
@@ -262,7 +265,11 @@ class Tracker:
         idle = get_settings().IDLE_TIMEOUT
         if session is not None and now - session.last_active >= idle:
             result = self.end(
-                sid=sid, reason=EndReason.IDLE_TIMEOUT, ended_at=now, idle_timeout=idle
+                sid=sid,
+                reason=EndReason.IDLE_TIMEOUT,
+                ended_at=now,
+                idle_timeout=idle,
+                user_id=user_id,
             )
             if result != 2:  # 2: a call from another process made it active after all
                 return Verdict.ENDED
@@ -292,22 +299,30 @@ class Tracker:
         ended_at: float,
         actor_id: int | None = None,
         idle_timeout: int | None = None,
+        user_id: int | None = None,
+        shard: int | None = None,
     ) -> int:
         """End a session in Redis and refuse it here at once; return once every web process
-        refuses it too (see confirm_ended). Redis away: retried on flush."""
+        refuses it too (see confirm_ended). Redis away: retried on flush. `user_id` (the
+        session's owner) or `shard` names its shard; without either the shards are asked."""
         self._flush_pending_for(sid)
         try:
+            if shard is None:
+                shard = (
+                    keys.shard_of(user_id) if user_id is not None else livesessions.locate(sid) or 0
+                )
             result = livesessions.end(
                 sid=sid,
                 reason=reason,
                 ended_at=ended_at,
                 actor_id=actor_id,
                 idle_timeout=idle_timeout,
+                shard=shard,
             )
         except REDIS_UNAVAILABLE:
             self._redis_failed(clock.now(), "session end")
             with self._lock:
-                self._deferred_ends.append((sid, reason, ended_at, actor_id))
+                self._deferred_ends.append((sid, reason, ended_at, actor_id, user_id, shard))
             self.mark_ended(sid)
             return 1
         if result != 2:
@@ -335,7 +350,7 @@ class Tracker:
         received = expected = 0
         try:
             client = get_redis()
-            expected = client.publish(_confirm_channel(client), " ".join([nonce, *sids]))
+            expected = _publish_confirm(client, " ".join([nonce, *sids]))
             deadline = time.monotonic() + timeout
             while received < expected:
                 left = deadline - time.monotonic()
@@ -413,6 +428,10 @@ class Tracker:
 
     def _redis_failed(self, now: float, what: str) -> None:
         self._redis_retry_at = now + REDIS_RETRY_SECONDS
+        # On a Redis Cluster a master may be failing over: the flusher thread asks the cluster
+        # for the slots' owners again (never the request path: that may take a connect
+        # timeout per node).
+        self._relearn = True
         with self._lock:
             self._stats["tracking_errors"] += 1
         logger.warning("session tracking: redis unavailable during %s", what)
@@ -465,62 +484,59 @@ class Tracker:
         batch = self._take_batch()
         if batch is None:
             return True
-        conf = get_settings()
-        args: list[Any] = [
-            keys.session_prefix(),
-            keys.user_sessions(""),
-            batch.sequence,
-            FLUSH_SEQUENCE_TTL,
-            conf.EVENT_STREAM_MAXLEN,
-            len(batch.entries),
-            len(batch.stats),
-            len(batch.events),
-            conf.ANOMALY_WINDOW,
-            session_anomaly_template(),
-            keys.user_calls_per_minute_prefix(),
-            CALLS_PER_MINUTE_SLOTS,
-            CALLS_PER_MINUTE_TTL,
-        ]
-        for sid, uid, started, ip, ua, minute, calls, last in batch.entries:
-            args += [sid, uid, repr(started), ip, ua, minute, calls, repr(last)]
-            args.append(fingerprint(ip, ua))
-        for name, value in batch.stats.items():
-            args += [name, value]
-        args += batch.events
+        calls = self._shard_calls(batch, now)
         try:
             client = get_redis()
-            flush_keys = [
-                keys.active_index(),
-                keys.started_index(),
-                keys.dirty(),
-                keys.stats(),
-                keys.events(),
-                keys.flush_sequence(self._process_id),
-                keys.per_minute("api_calls", int(now // 60)),
-            ]
             flush = livesessions.script("track_flush")
-            if not batch.ends:
-                # The usual flush: one EVALSHA, one round trip. (A pipeline would add a
-                # SCRIPT EXISTS round trip before every execute.)
+            if len(calls) == 1 and not batch.ends:
+                # The usual flush on one shard: one EVALSHA, one round trip. (A pipeline
+                # would add a SCRIPT EXISTS round trip before every execute.)
                 try:
-                    results = [flush(keys=flush_keys, args=args, client=client)]
+                    results = [flush(keys=calls[0][1], args=calls[0][2], client=client)]
                 except redis.ResponseError as exc:
                     results = [exc]
+                unavailable = [r for r in results if isinstance(r, REDIS_UNAVAILABLE)]
+                if unavailable:
+                    raise unavailable[0]
             else:
-                pipe = client.pipeline(transaction=False)
-                flush(keys=flush_keys, args=args, client=pipe)
-                for sid, reason, ended_at, actor_id in batch.ends:
-                    livesessions.end(
-                        sid=sid, reason=reason, ended_at=ended_at, actor_id=actor_id, client=pipe
+                # One call per shard the batch touches, in one pipeline (on a cluster, one
+                # per master).
+                script_calls: list[lua.Call] = [
+                    (flush, flush_keys, args) for _, flush_keys, args in calls
+                ]
+                for sid, reason, ended_at, actor_id, user_id, shard in batch.ends:
+                    if shard is None:
+                        shard = (
+                            keys.shard_of(user_id)
+                            if user_id is not None
+                            else livesessions.locate(sid) or 0
+                        )
+                    script_calls.append(
+                        livesessions.end_call(
+                            sid=sid,
+                            reason=reason,
+                            ended_at=ended_at,
+                            actor_id=actor_id,
+                            shard=shard,
+                        )
                     )
-                results = pipe.execute(raise_on_error=False)
+                results = lua.run(script_calls, raise_on_error=False)
+                # A shard whose node is away: the whole batch stays in flight and is sent
+                # again; the shards that applied it skip it then (their sequence has it).
+                unavailable = [r for r in results if isinstance(r, REDIS_UNAVAILABLE)]
+                if unavailable:
+                    raise unavailable[0]
         except REDIS_UNAVAILABLE:
             self._redis_failed(now, "flush")
             return False
-        reply = results[0]
-        # {total, [sid, uid, …] of foreign tokens, [sid, …] used from two places at once};
-        # {-1} for a batch already applied.
-        foreign, anomalies = reply[1:3] if isinstance(reply, list) and len(reply) == 3 else ([], [])
+        foreign: list = []
+        anomalies: list[tuple[str, int]] = []
+        for (shard, _, _), reply in zip(calls, results, strict=False):
+            # {total, [sid, uid, …] of foreign tokens, [sid, …] used from two places at
+            # once}; {-1} for a batch already applied.
+            if isinstance(reply, list) and len(reply) == 3:
+                foreign += reply[1]
+                anomalies += [(sid.decode(), shard) for sid in reply[2]]
         if foreign:
             self._refuse_foreign(foreign)
         errors = [result for result in results if isinstance(result, Exception)]
@@ -533,17 +549,63 @@ class Tracker:
             # which must stay in flight until its own send succeeds.
             if self._inflight is batch:
                 self._inflight = None
-            if anomalies and conf.ANOMALY_ACTION == "end":
-                self._to_end.extend(sid.decode() for sid in anomalies)
+            if anomalies and get_settings().ANOMALY_ACTION == "end":
+                self._to_end.extend(anomalies)
         return True
+
+    def _shard_calls(self, batch: _Batch, now: float) -> list[tuple[int, list, list]]:
+        """The batch as one track_flush call (keys, args) per shard it touches: the entries
+        by their user's shard; the process's counters and held-back events with shard 0's."""
+        conf = get_settings()
+        by_shard: dict[int, list] = {}
+        for entry in batch.entries:
+            by_shard.setdefault(keys.shard_of(entry[1]), []).append(entry)
+        if batch.stats or batch.events or not by_shard:
+            by_shard.setdefault(0, [])
+        calls = []
+        for shard, entries in sorted(by_shard.items()):
+            stats = batch.stats if shard == 0 else {}
+            held = batch.events if shard == 0 else []
+            args: list[Any] = [
+                keys.session_prefix(shard),
+                keys.user_sessions_prefix(shard),
+                batch.sequence,
+                FLUSH_SEQUENCE_TTL,
+                conf.EVENT_STREAM_MAXLEN,
+                len(entries),
+                len(stats),
+                len(held),
+                conf.ANOMALY_WINDOW,
+                session_anomaly_template(),
+                keys.user_calls_per_minute_prefix(shard),
+                CALLS_PER_MINUTE_SLOTS,
+                CALLS_PER_MINUTE_TTL,
+            ]
+            for sid, uid, started, ip, ua, minute, calls_, last in entries:
+                args += [sid, uid, repr(started), ip, ua, minute, calls_, repr(last)]
+                args.append(fingerprint(ip, ua))
+            for name, value in stats.items():
+                args += [name, value]
+            args += held
+            flush_keys = [
+                keys.active_index(shard),
+                keys.started_index(shard),
+                keys.dirty(shard),
+                keys.stats(shard),
+                keys.events(shard),
+                keys.flush_sequence(self._process_id, shard),
+                keys.per_minute("api_calls", int(now // 60), shard),
+            ]
+            calls.append((shard, flush_keys, args))
+        return calls
 
     def _end_anomalies(self) -> None:
         """SESSION_ANOMALY_ACTION=end: end the sessions the last flushes found used from two
         places at once. Outside the flush itself: an end flushes, and waits for the others."""
         with self._lock:
             sids, self._to_end = self._to_end, []
-        for sid in sids:
-            self.end(sid=sid, reason=EndReason.ANOMALY, ended_at=clock.now())
+        for sid, shard in sids:
+            self.end(sid=sid, reason=EndReason.ANOMALY, ended_at=clock.now(), shard=shard)
 
     def _refuse_foreign(self, flat: list) -> None:
         """Tokens that name another user's session (reported by the flush) are refused."""
@@ -557,6 +619,9 @@ class Tracker:
         while not stop.wait(interval):
             try:
                 self.flush()
+                if self._relearn:
+                    self._relearn = False
+                    relearn_slots()
                 self._expire_local(clock.now())
             except Exception:  # the flusher must never die
                 logger.exception("session tracking: flush failed")
@@ -610,6 +675,7 @@ class Tracker:
                 for message in _await_confirmation(pubsub, "unsubscribe", 2):
                     self._on_message(message, channel, confirm)
             except REDIS_UNAVAILABLE:
+                relearn_slots()  # a cluster's master gone: subscribe through its successor
                 if subscribed_at is not None and time.monotonic() >= quick_retry_after:
                     # A subscription lost (Redis restarting, or only this connection dropped):
                     # reconnect at once, at most once a second; meanwhile requests ask Redis.
@@ -688,7 +754,23 @@ def _user_agent_digest(user_agent: str) -> str:
 
 
 def _confirm_channel(client) -> str:
+    if is_cluster(client):  # one database
+        return keys.revocation_confirm_channel(0)
     return keys.revocation_confirm_channel(client.connection_pool.connection_kwargs.get("db", 0))
+
+
+def _publish_confirm(client, message: str) -> int:
+    """PUBLISH on the confirmation channel; the number of processes that heard it.
+
+    On a Redis Cluster a message reaches the subscribers of every node, but PUBLISH counts
+    only those of the node it ran on: every web process subscribes through the node that
+    owns the revocation channel's slot (ClusterPubSub's choice), so the count is asked there.
+    """
+    channel = _confirm_channel(client)
+    if is_cluster(client):
+        node = client.get_node_from_key(keys.revocations_channel())
+        return client.publish(channel, message, target_nodes=node)
+    return client.publish(channel, message)
 
 
 def _await_confirmation(pubsub, kind: str, channels: int) -> list[dict]:

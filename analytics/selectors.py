@@ -48,15 +48,20 @@ def live_figures() -> LiveFigures:
     now = clock.now()
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.zcount(keys.active_index(), now - get_settings().ACTIVE_WINDOW, "+inf")
-        pipe.xrange(keys.events(), count=1)
-        pipe.scard(keys.dirty())
-        pipe.scard(keys.dirty_inflight())
-        active, oldest, dirty, inflight = pipe.execute()
+        for shard in keys.shards():
+            pipe.zcount(keys.active_index(shard), now - get_settings().ACTIVE_WINDOW, "+inf")
+            pipe.xrange(keys.events(shard), count=1)
+            pipe.scard(keys.dirty(shard))
+            pipe.scard(keys.dirty_inflight(shard))
+        results = pipe.execute()
     except REDIS_UNAVAILABLE:
         return LiveFigures(available=False)
-    lag = now - int(oldest[0][0].decode().split("-")[0]) / 1000 if oldest else 0.0
-    return LiveFigures(True, active, max(lag, 0.0), dirty + inflight)
+    # Summed over the shards; the lag is the oldest unsynced event's, of any shard.
+    active = sum(results[0::4])
+    oldest = [int(first[0][0].decode().split("-")[0]) for first in results[1::4] if first]
+    backlog = sum(results[2::4]) + sum(results[3::4])
+    lag = now - min(oldest) / 1000 if oldest else 0.0
+    return LiveFigures(True, active, max(lag, 0.0), backlog)
 
 
 @dataclass
@@ -86,14 +91,20 @@ def live_tiles() -> LiveTiles:
     minute = int(now // 60)
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.zcount(keys.active_index(), now - get_settings().ACTIVE_WINDOW, "+inf")
-        pipe.mget([keys.per_minute("api_calls", minute - n) for n in (0, 1)])
+        for shard in keys.shards():
+            pipe.zcount(keys.active_index(shard), now - get_settings().ACTIVE_WINDOW, "+inf")
+            # One MGET per shard: a cluster's MGET must stay in one slot.
+            pipe.mget([keys.per_minute("api_calls", minute - n, shard) for n in (0, 1)])
+        # Failed logins are counted by the login gate, in shard 0 (core.rediskeys).
         pipe.mget([keys.per_minute("login_failures", minute - n) for n in range(60)])
-        active, calls, failures = pipe.execute()
+        results = pipe.execute()
         lockouts = throttling.lockouts_current(now=now)
     except REDIS_UNAVAILABLE:
         return LiveTiles(available=False, as_of=as_of)
-    this_minute, last_minute = (int(v or 0) for v in calls)
+    active = sum(results[0:-1:2])
+    failures = results[-1]
+    this_minute = sum(int(calls[0] or 0) for calls in results[1:-1:2])
+    last_minute = sum(int(calls[1] or 0) for calls in results[1:-1:2])
     still_inside = 1 - (now - minute * 60) / 60
     failures = [int(v or 0) for v in failures]
     return LiveTiles(
@@ -259,6 +270,34 @@ def _score_range(status: str | None, now: float) -> tuple[str, str]:
     return ranges[status]
 
 
+def _live_page_sharded(
+    client: Any, low: str, high: str, start: int, per_page: int, oldest_first: bool
+) -> tuple[int, list[str], list[int]]:
+    """A page of the live sessions of every shard: each shard's first `start + per_page` by
+    activity, merged (a page deep in the list reads more; the first pages, the ones people
+    read, cost one pipeline)."""
+    pipe = client.pipeline(transaction=False)
+    for shard in keys.shards():
+        pipe.zcount(keys.active_index(shard), low, high)
+        if oldest_first:
+            pipe.zrangebyscore(
+                keys.active_index(shard), low, high, start=0, num=start + per_page, withscores=True
+            )
+        else:
+            pipe.zrevrangebyscore(
+                keys.active_index(shard), high, low, start=0, num=start + per_page, withscores=True
+            )
+    results = pipe.execute()
+    merged = [
+        (score, sid.decode(), shard)
+        for shard, rows in enumerate(results[1::2])
+        for sid, score in rows
+    ]
+    merged.sort(key=lambda row: (row[0], row[1]), reverse=not oldest_first)
+    page = merged[start : start + per_page]
+    return sum(results[0::2]), [row[1] for row in page], [row[2] for row in page]
+
+
 def live_sessions_page(
     *,
     status: str | None = None,
@@ -275,7 +314,9 @@ def live_sessions_page(
     if user_id is not None:
         sids = livesessions.user_sids(user_id)
         sessions = sorted(
-            livesessions.get_many(sids), key=lambda s: s.last_active, reverse=not oldest_first
+            livesessions.get_many(sids, keys.shard_of(user_id)),
+            key=lambda s: s.last_active,
+            reverse=not oldest_first,
         )
         sessions = [
             s
@@ -288,15 +329,23 @@ def live_sessions_page(
         sessions = sessions[start : start + per_page]
     else:
         high, low = _score_range(status, now)
-        total = client.zcount(keys.active_index(), low, high)
         start = (page - 1) * per_page if offset is None else offset
-        found = (
-            client.zrangebyscore(keys.active_index(), low, high, start=start, num=per_page)
-            if oldest_first
-            else client.zrevrangebyscore(keys.active_index(), high, low, start=start, num=per_page)
-        )
-        sids = [sid.decode() for sid in cast(list[bytes], found)]
-        sessions = livesessions.get_many(sids)
+        if keys.shard_count == 1:
+            total = client.zcount(keys.active_index(), low, high)
+            found = (
+                client.zrangebyscore(keys.active_index(), low, high, start=start, num=per_page)
+                if oldest_first
+                else client.zrevrangebyscore(
+                    keys.active_index(), high, low, start=start, num=per_page
+                )
+            )
+            sids = [sid.decode() for sid in cast(list[bytes], found)]
+            sessions = livesessions.get_many(sids)
+        else:
+            total, sids, shards = _live_page_sharded(
+                client, low, high, start, per_page, oldest_first
+            )
+            sessions = livesessions.get_many(sids, shards)
     names = dict(
         get_user_model()
         .objects.filter(pk__in={s.user_id for s in sessions})

@@ -51,7 +51,7 @@ OPEN_SESSIONS = """
 SELECT sid, started_at, extract(epoch FROM started_at)::float8,
        extract(epoch FROM last_active)::float8
 FROM audit_session
-WHERE ended_at IS NULL AND (started_at, sid) > (%s, %s)
+WHERE ended_at IS NULL AND (started_at, sid) > (%s, %s) AND user_id %% %s = %s
 ORDER BY started_at, sid
 LIMIT %s
 """
@@ -91,14 +91,14 @@ def _due_at(started: float, last_active: float) -> float:
     return min(last_active + conf.IDLE_TIMEOUT, started + conf.ABSOLUTE_TIMEOUT) + grace()
 
 
-def _known(client, sids: list[str]) -> list[bool]:
+def _known(client, sids: list[str], shard: int) -> list[bool]:
     pipe = client.pipeline(transaction=False)
     for sid in sids:
-        pipe.exists(keys.session(sid))
+        pipe.exists(keys.session(sid, shard))
     return [bool(found) for found in pipe.execute()]
 
 
-def _close(client, sids: list[str], now: float) -> int:
+def _close(client, sids: list[str], now: float, shard: int) -> int:
     if not sids:
         return 0
     conf = get_settings()
@@ -116,61 +116,64 @@ def _close(client, sids: list[str], now: float) -> int:
         )
         closed = cursor.rowcount
     if closed:
-        client.hincrby(keys.stats(), f"sessions_ended:{EndReason.LOST}", closed)
+        client.hincrby(keys.stats(shard), f"sessions_ended:{EndReason.LOST}", closed)
         logger.warning("closed %d sessions Redis no longer knew as lost", closed)
     return closed
 
 
-def _sweep(client, now: float, batch: int) -> tuple[int, int]:
+def _sweep(client, now: float, batch: int, shard: int) -> tuple[int, int]:
     closed = waiting = 0
     position = BEFORE_ALL
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(OPEN_SESSIONS, [*position, batch])
+            cursor.execute(OPEN_SESSIONS, [*position, keys.shard_count, shard, batch])
             chunk = cursor.fetchall()
         if not chunk:
             return closed, waiting
         position = (chunk[-1][1], chunk[-1][0])
-        known = _known(client, [row[0] for row in chunk])
+        known = _known(client, [row[0] for row in chunk], shard)
         missing = [row for row, found in zip(chunk, known, strict=True) if not found]
         due_at = {sid: _due_at(started, last) for sid, _, started, last in missing}
-        closed += _close(client, [sid for sid, at in due_at.items() if at <= now], now)
+        closed += _close(client, [sid for sid, at in due_at.items() if at <= now], now, shard)
         later = {sid: at for sid, at in due_at.items() if at > now}
         if later:
-            client.zadd(keys.lost_suspects(), later)
+            client.zadd(keys.lost_suspects(shard), later)
             waiting += len(later)
         if len(chunk) < batch:
             return closed, waiting
 
 
-def _close_due_suspects(client, now: float, batch: int) -> int:
+def _close_due_suspects(client, now: float, batch: int, shard: int) -> int:
     closed = 0
     while True:
-        due = client.zrangebyscore(keys.lost_suspects(), "-inf", now, start=0, num=batch)
+        due = client.zrangebyscore(keys.lost_suspects(shard), "-inf", now, start=0, num=batch)
         if not due:
             return closed
         sids = [sid.decode() for sid in due]
-        known = _known(client, sids)
+        known = _known(client, sids, shard)
         closed += _close(
-            client, [s for s, found in zip(sids, known, strict=True) if not found], now
+            client, [s for s, found in zip(sids, known, strict=True) if not found], now, shard
         )
-        client.zrem(keys.lost_suspects(), *sids)
+        client.zrem(keys.lost_suspects(shard), *sids)
         if len(sids) < batch:
             return closed
 
 
-def sessions_lost_close(*, now: float | None = None, batch: int = 1000) -> LostResult:
-    """Close as `lost` the sessions PostgreSQL holds as open that Redis has lost (see above).
-    Idempotent; runs under the sync's lock, so no sync writes a session meanwhile."""
+def sessions_lost_close(
+    *, now: float | None = None, batch: int = 1000, shard: int = 0
+) -> LostResult:
+    """Close as `lost` the sessions of `shard` (user id % shards) PostgreSQL holds as open
+    that Redis has lost (see above). Idempotent; runs under the shard's sync lock, so no sync
+    writes one of its sessions meanwhile."""
     client = get_redis()
     now = clock.now() if now is None else now
     closed = waiting = 0
-    swept = bool(client.set(keys.lost_swept(), repr(now), nx=True, ex=SWEEP_INTERVAL))
+    swept = bool(client.set(keys.lost_swept(shard), repr(now), nx=True, ex=SWEEP_INTERVAL))
     if swept:
         try:
-            closed, waiting = _sweep(client, now, batch)
+            closed, waiting = _sweep(client, now, batch, shard)
         except BaseException:
-            client.delete(keys.lost_swept())  # unfinished: the next run sweeps again
+            client.delete(keys.lost_swept(shard))  # unfinished: the next run sweeps again
             raise
-    closed += _close_due_suspects(client, now, batch)
+    closed += _close_due_suspects(client, now, batch, shard)
     return LostResult(closed, swept, waiting)

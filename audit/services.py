@@ -1,5 +1,6 @@
 """Writes of the audit trail: the sync from Redis, retention, and the flush of old tokens."""
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from accounts import export
 from core import clock
 from core.conf import get_settings
 from core.locks import RedisLock
-from core.redis import get_redis
+from core.redis import REDIS_UNAVAILABLE, get_redis
 from core.rediskeys import keys
 
 from . import lost, partitions, sync
@@ -33,8 +34,8 @@ class SyncLock(RedisLock):
     Correctness never depends on it — the writes are idempotent — it only saves doing the
     work twice."""
 
-    def __init__(self, ttl: float = SYNC_LOCK_SECONDS) -> None:
-        super().__init__(keys.sync_lock(), ttl, name="sync lock")
+    def __init__(self, ttl: float = SYNC_LOCK_SECONDS, shard: int = 0) -> None:
+        super().__init__(keys.sync_lock(shard), ttl, name="sync lock")
 
 
 @dataclass(frozen=True)
@@ -50,44 +51,91 @@ class SyncResult:
     lost: int = 0
 
 
-def sync_backlog() -> tuple[int, int]:
+def sync_backlog(shards: list[int] | None = None) -> tuple[int, int]:
+    """Sessions and events waiting for the sync, in `shards` (all by default)."""
+    shards = list(keys.shards()) if shards is None else shards
     client = get_redis()
     pipe = client.pipeline(transaction=False)
-    pipe.scard(keys.dirty())
-    pipe.scard(keys.dirty_inflight())
-    pipe.xlen(keys.events())
-    dirty, inflight, events = pipe.execute()
-    return dirty + inflight, events
+    for shard in shards:
+        pipe.scard(keys.dirty(shard))
+        pipe.scard(keys.dirty_inflight(shard))
+        pipe.xlen(keys.events(shard))
+    results = pipe.execute()
+    return sum(results[0::3]) + sum(results[1::3]), sum(results[2::3])
 
 
-def sync_run(*, progress: Progress | None = None, batch_size: int | None = None) -> SyncResult:
-    """Move changed sessions and new events from Redis to PostgreSQL (idempotent)."""
+def sync_run(
+    *,
+    progress: Progress | None = None,
+    batch_size: int | None = None,
+    shard: int | None = None,
+) -> SyncResult:
+    """Move changed sessions and new events from Redis to PostgreSQL (idempotent): of one
+    shard, or of every shard in turn. In turn, a shard whose node is away does not stop the
+    others: they are synced, then its error is raised (the task retries; the shards done
+    meanwhile have nothing left to do)."""
+    if shard is not None or keys.shard_count == 1:
+        return _sync_shard(shard or 0, progress, batch_size)
+    results: list[SyncResult] = []
+    failure: Exception | None = None
+    for one in keys.shards():
+        try:
+            results.append(_sync_shard(one, progress, batch_size))
+        except REDIS_UNAVAILABLE as exc:
+            logger.warning("sync: shard %d unavailable (%s); the others go on", one, exc)
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return SyncResult(
+        sum(r.sessions for r in results),
+        sum(r.events for r in results),
+        sum(r.seconds for r in results),
+        sum(r.backlog_sessions for r in results),
+        sum(r.backlog_events for r in results),
+        skipped=all(r.skipped for r in results),
+        quarantined_sessions=sum(r.quarantined_sessions for r in results),
+        quarantined_events=sum(r.quarantined_events for r in results),
+        lost=sum(r.lost for r in results),
+    )
+
+
+def _sync_shard(shard: int, progress: Progress | None, batch_size: int | None) -> SyncResult:
+    """One shard's sync, under the shard's own lock."""
     batch_size = batch_size or get_settings().SYNC_BATCH_SIZE
     client = get_redis()
-    lock = SyncLock()
+    lock = SyncLock(shard=shard)
     started = time.monotonic()
     if not lock.acquire():
-        client.hincrby(keys.stats(), "sync_runs:skipped", 1)
-        backlog_sessions, backlog_events = sync_backlog()
+        client.hincrby(keys.stats(shard), "sync_runs:skipped", 1)
+        backlog_sessions, backlog_events = sync_backlog([shard])
         return SyncResult(0, 0, 0.0, backlog_sessions, backlog_events, skipped=True)
     try:
-        sessions = sync.sync_sessions(batch_size=batch_size, progress=progress, renew=lock.renew)
-        events = sync.sync_events(batch_size=batch_size, progress=progress, renew=lock.renew)
+        sessions = sync.sync_sessions(
+            batch_size=batch_size, progress=progress, renew=lock.renew, shard=shard
+        )
+        events = sync.sync_events(
+            batch_size=batch_size, progress=progress, renew=lock.renew, shard=shard
+        )
         # After the sessions: every session Redis knows is in PostgreSQL as Redis has it.
-        lost_sessions = lost.sessions_lost_close()
+        lost_sessions = lost.sessions_lost_close(shard=shard)
         quarantine_count_publish()
     except Exception:
-        client.hincrby(keys.stats(), "sync_runs:error", 1)
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            client.hincrby(keys.stats(shard), "sync_runs:error", 1)
         raise
     finally:
-        lock.release()
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            lock.release()
     seconds = time.monotonic() - started
+    now = repr(clock.now())
+    state = {"last_success": now, "last_seconds": f"{seconds:.3f}"}
+    if keys.sharded:
+        state[f"last_success:{shard}"] = now
     pipe = client.pipeline(transaction=False)
-    pipe.hincrby(keys.stats(), "sync_runs:ok", 1)
-    pipe.hset(keys.sync_state(), mapping={"last_success": repr(clock.now()),
-                                          "last_seconds": f"{seconds:.3f}"})  # fmt: skip
+    pipe.hincrby(keys.stats(shard), "sync_runs:ok", 1)
+    pipe.hset(keys.sync_state(), mapping=state)
     pipe.execute()
-    backlog_sessions, backlog_events = sync_backlog()
+    backlog_sessions, backlog_events = sync_backlog([shard])
     return SyncResult(
         sessions.rows,
         events.rows,

@@ -18,6 +18,12 @@ At-least-once delivery, exactly-once effect:
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.
+* **Shards.** Each virtual shard (core.rediskeys) has its own dirty and in-flight sets, its
+  own event stream and its own cursor (`audit_sync_cursor` row `events:<shard>`; `events`
+  with a single shard), so each shard is synced, acknowledged and retried on its own: the
+  exactly-once effect holds per shard, and a shard whose node is away holds up no other. With
+  several shards an event's `stream_id` is `<shard>:<stream id>` (two streams may hand out
+  the same id).
 * **Rows that cannot be written.** Redis holds bytes, and a hash or an event written around
   the validating entry points may hold anything. Such a row must not stall the sync (every
   later run would fail on it, and the backlog grow without bound), nor be dropped silently.
@@ -475,8 +481,10 @@ class Synced:
     quarantined: int
 
 
-def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=None) -> Synced:
-    """Copy every changed session; acknowledge in Redis only after each commit.
+def sync_sessions(
+    *, batch_size: int, progress: Progress | None = None, renew=None, shard: int = 0
+) -> Synced:
+    """Copy every changed session of `shard`; acknowledge in Redis only after each commit.
 
     A crashed run's in-flight set is finished first, then what changed meanwhile.
     """
@@ -484,12 +492,12 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
     written = quarantined_now = 0
     quarantined = quarantined_keys(SyncQuarantine.Kind.SESSION)
     for _ in range(2):
-        total = export.changed_claim()
+        total = export.changed_claim(shard)
         if not total:
             break
         done = 0
         depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
-        batches = _prefetch(export.changed_sessions(batch_size), depth)
+        batches = _prefetch(export.changed_sessions(batch_size, shard=shard), depth)
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
             result = write_sessions(
                 group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE, quarantined=quarantined, renew=renew
@@ -498,16 +506,16 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
             written += result.rows
             quarantined_now += result.quarantined
             if group.ended_sids:
-                export.changed_ended(group.ended_sids)
+                export.changed_ended(group.ended_sids, shard)
             if progress:
                 progress("sessions", done, total)
             if renew:
                 renew()
-        export.changed_done()
+        export.changed_done(shard)
     if written or quarantined_now:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hincrby(keys.stats(), "sync_sessions", written)
-        pipe.hincrby(keys.stats(), "sync_quarantined:sessions", quarantined_now)
+        pipe.hincrby(keys.stats(shard), "sync_sessions", written)
+        pipe.hincrby(keys.stats(shard), "sync_quarantined:sessions", quarantined_now)
         pipe.execute()
     return Synced(written, quarantined_now)
 
@@ -569,33 +577,49 @@ def write_events(
     return Written(len(entries) - quarantined_count, quarantined_count)
 
 
-def _cursor_position() -> tuple[int, int]:
+def cursor_name(shard: int = 0) -> str:
+    """A shard's row in audit_sync_cursor: `events` as always with a single shard."""
+    return f"{EVENT_CURSOR}:{shard}" if keys.sharded else EVENT_CURSOR
+
+
+def event_key(shard: int, stream_id: str) -> str:
+    """An event's `stream_id` in audit_event: unique across the shards' streams."""
+    return f"{shard}:{stream_id}" if keys.sharded else stream_id
+
+
+def _cursor_position(shard: int = 0) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT last_ms, last_seq FROM audit_sync_cursor WHERE name = %s", [EVENT_CURSOR]
+            "SELECT last_ms, last_seq FROM audit_sync_cursor WHERE name = %s", [cursor_name(shard)]
         )
         row = cursor.fetchone()
     return (row[0], row[1]) if row else (0, 0)
 
 
-def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None) -> Synced:
-    """Copy stream events after the cursor; the cursor moves in the same transaction."""
+def sync_events(
+    *, batch_size: int, progress: Progress | None = None, renew=None, shard: int = 0
+) -> Synced:
+    """Copy a shard's stream events after its cursor; the cursor moves in the same
+    transaction."""
     conf = get_settings()
-    position = _cursor_position()
+    name = cursor_name(shard)
+    position = _cursor_position(shard)
     # Finish an acknowledgement a crash interrupted: PostgreSQL holds everything up to here.
-    export.events_done(position)
-    backlog = export.events_backlog()
+    export.events_done(position, shard)
+    backlog = export.events_backlog(shard)
     quarantined = quarantined_keys(SyncQuarantine.Kind.EVENT)
     written = quarantined_now = handled = 0
     while True:
-        entries = export.events_after(position, batch_size)
+        entries = export.events_after(position, batch_size, shard)
         if not entries:
             break
         last_ms, last_seq = (int(part) for part in entries[-1][0].split("-"))
 
         def advance(cursor, last_ms=last_ms, last_seq=last_seq) -> None:
-            cursor.execute(ADVANCE_CURSOR, [EVENT_CURSOR, last_ms, last_seq])
+            cursor.execute(ADVANCE_CURSOR, [name, last_ms, last_seq])
 
+        if keys.sharded:
+            entries = [(event_key(shard, stream_id), fields) for stream_id, fields in entries]
         result = write_events(
             entries,
             anonymize_ip=conf.AUDIT_IP_ANONYMIZE,
@@ -605,7 +629,7 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
         )
         position = (last_ms, last_seq)
         # Acknowledge: drop what PostgreSQL now holds (everything up to the cursor).
-        export.events_done(position)
+        export.events_done(position, shard)
         written += result.rows
         quarantined_now += result.quarantined
         handled += len(entries)
@@ -617,7 +641,7 @@ def sync_events(*, batch_size: int, progress: Progress | None = None, renew=None
             break
     if written or quarantined_now:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hincrby(keys.stats(), "sync_events", written)
-        pipe.hincrby(keys.stats(), "sync_quarantined:events", quarantined_now)
+        pipe.hincrby(keys.stats(shard), "sync_events", written)
+        pipe.hincrby(keys.stats(shard), "sync_quarantined:events", quarantined_now)
         pipe.execute()
     return Synced(written, quarantined_now)

@@ -20,6 +20,7 @@ ANOMALY_ACTIONS = ("record", "end")
 @dataclass(frozen=True, slots=True)
 class SessionhubSettings:
     REDIS_KEY_PREFIX: str
+    REDIS_SHARDS: int
     IDLE_TIMEOUT: int
     ABSOLUTE_TIMEOUT: int
     ACTIVE_WINDOW: int
@@ -83,6 +84,8 @@ def _build(raw: dict) -> SessionhubSettings:
     conf = SessionhubSettings(**values)
     if conf.ACTIVE_WINDOW >= conf.RECENT_WINDOW:
         raise ImproperlyConfigured("SESSIONHUB ACTIVE_WINDOW must be shorter than RECENT_WINDOW.")
+    if not 1 <= conf.REDIS_SHARDS <= 1024:
+        raise ImproperlyConfigured("SESSIONHUB REDIS_SHARDS must be from 1 to 1024.")
     if conf.SESSION_LIMIT_PER_USER < 0:
         raise ImproperlyConfigured(
             "SESSIONHUB SESSION_LIMIT_PER_USER must be 0 (no limit) or more."

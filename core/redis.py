@@ -4,16 +4,38 @@ Timeouts are short on purpose: Redis being away is a designed state (requests ke
 untracked), and a request must not hang for the OS default while we find that out.
 """
 
+import contextlib
 from functools import cache
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-# Errors that mean "Redis is not answering right now", as opposed to a bug in our commands.
-REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Errors that mean "Redis is not answering right now", as opposed to a bug in our commands. On
+# a Redis Cluster also a cluster that is failing over (CLUSTERDOWN, TRYAGAIN, a slot whose
+# node cannot be reached).
+REDIS_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    MasterDownError,
+    SlotNotCoveredError,
+)
 
 
 CLIENT_OPTIONS = {
@@ -25,10 +47,45 @@ CLIENT_OPTIONS = {
 
 
 @cache
-def get_redis() -> redis.Redis:
+def get_redis() -> Any:
+    """redis.Redis, or redis.cluster.RedisCluster with REDIS_CLUSTER_NODES (the commands the
+    app uses are the same on both; see core.rediskeys for how keys stay in one slot)."""
+    if settings.REDIS_CLUSTER_NODES:
+        return _cluster()
     if settings.REDIS_SENTINELS:
         return _sentinel_primary()
     return redis.Redis.from_url(settings.REDIS_URL, **CLIENT_OPTIONS)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def _cluster() -> RedisCluster:
+    """A Redis Cluster from its seed nodes: redis-py learns the slots' owners from them, and
+    again after a MOVED reply or a connection lost (a fail-over), so a promoted replica is
+    found without a restart. Until the cluster has voted, calls to the failed master's slots
+    fail like calls to a Redis that is down (REDIS_UNAVAILABLE)."""
+    options: dict[str, Any] = {
+        key: value for key, value in CLIENT_OPTIONS.items() if key != "client_name"
+    }
+    try:
+        return _connect_cluster(options)
+    except RedisClusterException as exc:
+        # No seed node answers (the cluster is down at start-up): Redis is away, the designed
+        # state every caller handles; the next call tries again (nothing is cached).
+        raise redis.ConnectionError(str(exc)) from exc
+
+
+def _connect_cluster(options: dict[str, Any]) -> RedisCluster:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in settings.REDIS_CLUSTER_NODES],
+        password=settings.REDIS_CLUSTER_PASSWORD or None,
+        # Fail fast while a master is down (a retry or two, to follow a MOVED slot): the
+        # callers hold their work and try again later.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        **options,
+    )
 
 
 def _sentinel_primary() -> redis.Redis:
@@ -57,6 +114,16 @@ def _sentinel_primary() -> redis.Redis:
     )
 
 
+def relearn_slots(client: Any = None) -> None:
+    """On a Redis Cluster, ask again which master owns which slot (after a fail-over; redis-py
+    does it by itself on a MOVED reply, not always on a lost connection). Nothing on a single
+    Redis. If the cluster does not answer, the next failure tries again."""
+    with contextlib.suppress(*REDIS_UNAVAILABLE, redis.RedisError, RedisClusterException):
+        client = get_redis() if client is None else client
+        if is_cluster(client):
+            client.nodes_manager.initialize()
+
+
 def as_text(value: bytes | str) -> str:
     """A Redis reply as text: the client answers bytes (responses are not decoded, so binary
     fields pass through untouched)."""
@@ -64,7 +131,13 @@ def as_text(value: bytes | str) -> str:
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting in {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}:
+    if setting in {
+        "REDIS_URL",
+        "REDIS_SENTINELS",
+        "REDIS_SENTINEL_MASTER",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_CLUSTER_PASSWORD",
+    }:
         get_redis.cache_clear()
 
 

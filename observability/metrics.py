@@ -53,6 +53,21 @@ def _add_histogram(family, label_values, raw: dict, buckets) -> None:
     family.add_metric(list(label_values), rows, sum_value=float(raw.get("sum", 0)))
 
 
+def _sum_hashes(hashes: list[dict]) -> dict:
+    """Hashes of counters (one per shard) added up field by field; one hash as it is."""
+    if len(hashes) == 1:
+        return hashes[0]
+    total: dict[bytes, float] = {}
+    for values in hashes:
+        for name, value in values.items():
+            total[name] = total.get(name, 0) + float(value)
+    return {name: int(value) if value == int(value) else value for name, value in total.items()}
+
+
+def _stream_ms(stream_id: bytes) -> int:
+    return int(stream_id.decode().split("-")[0])
+
+
 def task_names() -> list[str]:
     """Our own Celery tasks: a bounded label set, known at import time."""
     # The project's Celery app (sessionhub.celery makes itself the current one when the
@@ -83,18 +98,22 @@ class SessionhubCollector(Collector):
         yield from self._families(values, now)
 
     def _read(self, now, conf) -> dict:
+        """One pipeline: the figures kept per shard (core.rediskeys) summed at scrape time,
+        then the ones kept once."""
         client = get_redis()
         pipe = client.pipeline(transaction=False)
         active_since, recent_since = now - conf.ACTIVE_WINDOW, now - conf.RECENT_WINDOW
-        pipe.zcount(keys.active_index(), active_since, "+inf")
-        pipe.zcount(keys.active_index(), recent_since, f"({active_since}")
-        pipe.zcount(keys.active_index(), "-inf", f"({recent_since}")
-        pipe.hgetall(keys.stats())
-        pipe.hgetall(keys.duration_histogram())
-        pipe.scard(keys.dirty())
-        pipe.scard(keys.dirty_inflight())
-        pipe.xlen(keys.events())
-        pipe.xrange(keys.events(), count=1)
+        per_shard = 9
+        for shard in keys.shards():
+            pipe.zcount(keys.active_index(shard), active_since, "+inf")
+            pipe.zcount(keys.active_index(shard), recent_since, f"({active_since}")
+            pipe.zcount(keys.active_index(shard), "-inf", f"({recent_since}")
+            pipe.hgetall(keys.stats(shard))
+            pipe.hgetall(keys.duration_histogram(shard))
+            pipe.scard(keys.dirty(shard))
+            pipe.scard(keys.dirty_inflight(shard))
+            pipe.xlen(keys.events(shard))
+            pipe.xrange(keys.events(shard), count=1)
         pipe.hgetall(keys.sync_state())
         pipe.get(keys.celery_heartbeat())
         pipe.zcount(keys.lockouts(), now, "+inf")
@@ -102,20 +121,27 @@ class SessionhubCollector(Collector):
         for name in names:
             pipe.hgetall(keys.task_histogram(name))
         results = pipe.execute()
-        fixed = results[:12]
+        sharded = results[: per_shard * keys.shard_count]
+        fixed = results[per_shard * keys.shard_count :]
+
+        def column(i: int) -> list:
+            return sharded[i::per_shard]
+
+        oldest = [first for first in column(8) if first]
         return {
-            "active": fixed[0],
-            "recent": fixed[1],
-            "inactive": fixed[2],
-            "stats": {k.decode(): v for k, v in fixed[3].items()},
-            "duration": fixed[4],
-            "dirty": fixed[5] + fixed[6],
-            "stream_length": fixed[7],
-            "oldest_event": fixed[8],
-            "sync": {k.decode(): v for k, v in fixed[9].items()},
-            "heartbeat": fixed[10],
-            "lockouts_active": fixed[11],
-            "tasks": dict(zip(names, results[12:], strict=True)),
+            "active": sum(column(0)),
+            "recent": sum(column(1)),
+            "inactive": sum(column(2)),
+            "stats": {k.decode(): v for k, v in _sum_hashes(column(3)).items()},
+            "duration": _sum_hashes(column(4)),
+            "dirty": sum(column(5)) + sum(column(6)),
+            "stream_length": sum(column(7)),
+            # The oldest unsynced event of any shard.
+            "oldest_event": min(oldest, key=lambda first: _stream_ms(first[0][0]), default=[]),
+            "sync": {k.decode(): v for k, v in fixed[0].items()},
+            "heartbeat": fixed[1],
+            "lockouts_active": fixed[2],
+            "tasks": dict(zip(names, fixed[3:], strict=True)),
         }
 
     def _families(self, v: dict, now: float):

@@ -112,12 +112,12 @@ DATABASE_ROUTERS = ["core.replica.ReplicaRouter"]
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 
-def _sentinel_addresses(value: list[str]) -> list[tuple[str, int]]:
+def _sentinel_addresses(value: list[str], name: str = "REDIS_SENTINELS") -> list[tuple[str, int]]:
     addresses = []
     for item in value:
         host, _, port = item.strip().rpartition(":")
         if not host or not port.isdigit():
-            raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+            raise ImproperlyConfigured(f"{name}: {item!r} is not host:port")
         addresses.append((host.strip("[]"), int(port)))
     return addresses
 
@@ -136,6 +136,23 @@ if bool(REDIS_SENTINELS) != bool(REDIS_SENTINEL_MASTER):
     )
 if REDIS_SENTINEL_PASSWORD and not REDIS_SENTINELS:
     raise ImproperlyConfigured("REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.")
+
+# Redis Cluster: seed nodes (host:port, …) of the cluster that holds the live sessions, the
+# tracking flush, the event streams, throttling and the revocation channel (core.redis gives
+# redis-py's RedisCluster), spread over SESSIONHUB["REDIS_SHARDS"] virtual shards
+# (core.rediskeys). REDIS_URL keeps naming a plain Redis: the Django cache's, and Celery's
+# unless CELERY_BROKER_URL says otherwise (kombu cannot use a cluster: a plain Redis, a
+# Sentinel group or RabbitMQ). Not with Sentinel: a cluster fails over by itself.
+REDIS_CLUSTER_NODES = _sentinel_addresses(
+    env.list("REDIS_CLUSTER_NODES", default=[]), "REDIS_CLUSTER_NODES"
+)
+# The cluster nodes' password (`requirepass`/`masterauth`), when they have one.
+REDIS_CLUSTER_PASSWORD = env.str("REDIS_CLUSTER_PASSWORD", default="")
+if REDIS_CLUSTER_NODES and REDIS_SENTINELS:
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER_NODES and REDIS_SENTINELS exclude each other: a Redis Cluster fails over "
+        "by itself; set one of them."
+    )
 
 
 def _sentinel_kwargs() -> dict:
@@ -273,6 +290,10 @@ def simple_jwt_settings(signing_key: str) -> dict:
 # The product's own knobs, validated by core.conf (unknown keys are an error).
 SESSIONHUB = {
     "REDIS_KEY_PREFIX": env.str("SESSIONHUB_REDIS_PREFIX", default="sh"),
+    # Virtual shards of the live sessions (core.rediskeys): 1 on a single Redis (keys as they
+    # always were), 16 by default on a Redis Cluster. Fixed for a deployment's life: a user's
+    # sessions live in shard user id % REDIS_SHARDS.
+    "REDIS_SHARDS": env.int("REDIS_SHARDS", default=16 if REDIS_CLUSTER_NODES else 1),
     "IDLE_TIMEOUT": env.int("SESSION_IDLE_TIMEOUT", default=30 * 60),
     "ABSOLUTE_TIMEOUT": env.int("SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600),
     "ACTIVE_WINDOW": env.int("SESSION_ACTIVE_WINDOW", default=5 * 60),

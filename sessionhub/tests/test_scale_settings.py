@@ -15,6 +15,9 @@ SCALE_VARIABLES = {
     "REDIS_SENTINELS",
     "REDIS_SENTINEL_MASTER",
     "REDIS_SENTINEL_PASSWORD",
+    "REDIS_CLUSTER_NODES",
+    "REDIS_CLUSTER_PASSWORD",
+    "REDIS_SHARDS",
     "DATABASE_REPLICA_URL",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
@@ -33,6 +36,8 @@ print(json.dumps({
     "backend_options": s.CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS,
     "backend_retry": s.CELERY_RESULT_BACKEND_ALWAYS_RETRY,
     "cache": s.CACHES["default"],
+    "cluster": s.REDIS_CLUSTER_NODES,
+    "shards": s.SESSIONHUB["REDIS_SHARDS"],
 }, default=list))
 """
 
@@ -133,3 +138,36 @@ def test_a_replica_url_adds_the_replica_alias():
     assert values["databases"] == ["default", "replica"]
     assert values["replica_host"] == "replica.internal"
     assert values["routers"] == ["core.replica.ReplicaRouter"]
+
+
+def test_a_redis_cluster_spreads_the_sessions_over_16_shards_by_default():
+    values = shown({"REDIS_CLUSTER_NODES": "10.0.0.1:7000, 10.0.0.2:7000"})
+    assert values["cluster"] == [["10.0.0.1", 7000], ["10.0.0.2", 7000]]
+    assert values["shards"] == 16
+    # The cache and Celery stay on REDIS_URL's plain Redis (kombu cannot use a cluster).
+    assert values["broker"] == "redis://:secret@127.0.0.1:6379/3"
+    assert values["cache"]["LOCATION"] == "redis://:secret@127.0.0.1:6379/3"
+    assert shown({"REDIS_CLUSTER_NODES": "10.0.0.1:7000", "REDIS_SHARDS": "6"})["shards"] == 6
+    single = shown({})
+    assert (single["cluster"], single["shards"]) == ([], 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {
+                "REDIS_CLUSTER_NODES": "10.0.0.1:7000",
+                "REDIS_SENTINELS": "10.0.0.1:26379",
+                "REDIS_SENTINEL_MASTER": "m",
+            },
+            "REDIS_CLUSTER_NODES and REDIS_SENTINELS",
+        ),
+        ({"REDIS_CLUSTER_NODES": "10.0.0.1"}, "REDIS_CLUSTER_NODES"),
+    ],
+)
+def test_a_wrong_cluster_configuration_refuses_to_start(env, named):
+    result = load(env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert named in result.stderr.splitlines()[-1]

@@ -157,13 +157,13 @@ class Stack:
         return result.stdout
 
     def start_web(self, workers: int = 2, **extra) -> Process:
+        extra.setdefault("PROMETHEUS_MULTIPROC_DIR", self.log_dir / "prometheus-multiproc")
         process = self._spawn(
             "gunicorn",
             [sys.executable, "-m", "gunicorn", "sessionhub.wsgi", "-c", "sessionhub/gunicorn.py"],
             GUNICORN_BIND=f"127.0.0.1:{self.web_port}",
             WEB_CONCURRENCY=workers,
             GUNICORN_ACCESS_LOG="",
-            PROMETHEUS_MULTIPROC_DIR=self.log_dir / "prometheus-multiproc",
             **extra,
         )
 

@@ -101,3 +101,54 @@ def sentinel_stack(request, sentinel_group, transactional_db, tmp_path):
     if _failed(request):
         print(sentinel_group.logs())
     _stop(request, app)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster of 3 masters and 3 replicas (testing.redis_cluster) on ports
+    7100-7199, for the module's tests; stopped afterwards, pass or fail."""
+    import shutil
+
+    from testing.redis_cluster import RedisClusterHarness
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server and redis-cli are not installed")
+    cluster = RedisClusterHarness(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def on_cluster(redis_cluster, settings):
+    """The app in this process on the cluster: REDIS_CLUSTER_NODES, 6 virtual shards (two per
+    master, whichever way the slots fall), every master emptied first."""
+    from core.redis import get_redis
+
+    redis_cluster.heal()  # a master killed by an earlier test: back as a replica
+    settings.REDIS_CLUSTER_NODES = [("127.0.0.1", node.port) for node in redis_cluster.nodes]
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "REDIS_SHARDS": 6}
+    client = get_redis()
+    client.flushdb(target_nodes=client.PRIMARIES)
+    yield redis_cluster
+
+
+@pytest.fixture
+def cluster_stack(request, redis_cluster, transactional_db, tmp_path):
+    """The app's processes with their live sessions on the cluster (6 shards), the broker on
+    the test Redis; every master emptied first."""
+    from .helpers import ClusterStack
+
+    redis_cluster.heal()
+    app = ClusterStack(
+        database_url=database_url(connection.settings_dict),
+        redis_url=settings.REDIS_URL,
+        log_dir=tmp_path,
+        cluster=redis_cluster,
+        shards=6,
+    )
+    app.flush_live()
+    yield app
+    _stop(request, app)

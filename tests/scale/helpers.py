@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -337,3 +338,141 @@ class ReplicationRelay:
         for sock in [self.listener, *self._sockets]:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class ClusterStack(Stack):
+    """The app's processes with their live sessions on a Redis Cluster (REDIS_CLUSTER_NODES,
+    `shards` virtual shards); the broker, results and cache stay on the plain test Redis
+    (`redis_url`: kombu cannot use a cluster). Web servers on ports of their own (`start_web_on`:
+    separate gunicorn masters, as separate hosts would be)."""
+
+    def __init__(self, *, cluster, shards: int, **kwargs) -> None:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        super().__init__(**kwargs)
+        self.cluster, self.shards = cluster, shards
+        self.prefix = "shtest"
+        self.live = RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in cluster.nodes],
+            socket_timeout=5,
+            socket_connect_timeout=1,
+        )
+        self.web_urls: list[str] = []
+
+    def env(self, **extra: str) -> dict:
+        return super().env(
+            REDIS_CLUSTER_NODES=self.cluster.seeds, REDIS_SHARDS=self.shards, **extra
+        )
+
+    def start_web_on(self, port: int, workers: int = 2, **extra):
+        self.web_port, self.web_url = port, f"http://127.0.0.1:{port}"
+        self.web_urls.append(self.web_url)
+        return self.start_web(
+            workers=workers,
+            PROMETHEUS_MULTIPROC_DIR=self.log_dir / f"prometheus-multiproc-{port}",
+            **extra,
+        )
+
+    def _tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:{shard}}}"
+
+    def _each_shard(self, read) -> list:
+        with contextlib.suppress(redis.RedisError):
+            self.live.nodes_manager.initialize()  # after a fail-over
+        return [read(self._tag(shard)) for shard in range(self.shards)]
+
+    def stat(self, name: str) -> int:
+        return sum(
+            int(value or 0)
+            for value in self._each_shard(lambda tag: self.live.hget(f"{tag}:stats", name))
+        )
+
+    def backlog(self) -> tuple[int, int]:
+        rows = self._each_shard(
+            lambda tag: (
+                self.live.scard(f"{tag}:dirty") + self.live.scard(f"{tag}:dirty:inflight"),
+                self.live.xlen(f"{tag}:events"),
+            )
+        )
+        return sum(row[0] for row in rows), sum(row[1] for row in rows)
+
+    def sync(self, timeout: float = 90) -> dict:
+        """One run of every shard's sync task on the workers; skipped if any shard was."""
+        results = [
+            self.celery.send_task("audit.tasks.sync_shard", args=[shard])
+            for shard in range(self.shards)
+        ]
+        done = []
+        for result in results:
+            try:
+                done.append(result.get(timeout=min(timeout, 30)))
+            except Exception:  # a shard retrying after its master failed: run again
+                done.append({"skipped": True})
+        return {
+            "skipped": any(r["skipped"] for r in done),
+            "sessions": sum(r.get("sessions", 0) for r in done),
+        }
+
+    def flush_live(self) -> None:
+        for node in self.cluster.master_nodes():
+            client = node.client()
+            try:
+                client.flushdb()
+            finally:
+                client.close()
+
+    def stop_all(self) -> None:
+        try:
+            super().stop_all()
+        finally:
+            self.live.close()
+
+
+class TimedLoad:
+    """Authenticated GETs from a few threads; the time of every 2xx answer, other statuses and
+    requests without an answer, kept apart."""
+
+    def __init__(self, url: str, tokens: list[str], threads: int = 3) -> None:
+        self.url, self.tokens, self.threads = url, tokens, threads
+        self.ok_times: list[float] = []
+        self.other: list[tuple[float, int]] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+
+    def _run(self, offset: int) -> None:
+        index = offset
+        with requests.Session() as http:
+            while not self._stop.is_set():
+                token = self.tokens[index % len(self.tokens)]
+                index += self.threads
+                try:
+                    response = http.get(
+                        self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    )
+                except requests.RequestException as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                now = time.monotonic()
+                with self._lock:
+                    if 200 <= response.status_code < 300:
+                        self.ok_times.append(now)
+                    else:
+                        self.other.append((now, response.status_code))
+                self._stop.wait(0.005)
+
+    def start(self) -> "TimedLoad":
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=60)
+
+    def ok_between(self, start: float, end: float) -> int:
+        with self._lock:
+            return sum(1 for t in self.ok_times if start <= t <= end)

@@ -9,7 +9,6 @@ replication offsets of both servers, sampled until the kill) and demands that Po
 totals be exact but for calls answered within it — never more than were answered.
 """
 
-import threading
 import time
 
 import pytest
@@ -17,6 +16,8 @@ import redis
 import requests
 
 from tests.reliability.helpers import PASSWORD, TRACKED_SQL, audit_totals, wait_until
+
+from .helpers import TimedLoad
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -27,56 +28,6 @@ SYNC = {"SYNC_INTERVAL": 1, "SESSION_END_APPLY_INTERVAL": 1}
 # yet replicated: the tracker flushes every 0.1 s, replication on loopback takes well under
 # a millisecond; one second is the documented bound, ten flushes of margin.
 LOSS_WINDOW = 1.0
-
-
-class TimedLoad:
-    """Authenticated GETs from a few threads; the time of every 2xx answer, other statuses and
-    requests without an answer, kept apart."""
-
-    def __init__(self, url: str, tokens: list[str], threads: int = 3) -> None:
-        self.url, self.tokens, self.threads = url, tokens, threads
-        self.ok_times: list[float] = []
-        self.other: list[tuple[float, int]] = []
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
-
-    def _run(self, offset: int) -> None:
-        index = offset
-        with requests.Session() as http:
-            while not self._stop.is_set():
-                token = self.tokens[index % len(self.tokens)]
-                index += self.threads
-                try:
-                    response = http.get(
-                        self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-                    )
-                except requests.RequestException as exc:
-                    with self._lock:
-                        self.errors.append(repr(exc))
-                    continue
-                now = time.monotonic()
-                with self._lock:
-                    if 200 <= response.status_code < 300:
-                        self.ok_times.append(now)
-                    else:
-                        self.other.append((now, response.status_code))
-                self._stop.wait(0.005)
-
-    def start(self) -> "TimedLoad":
-        for worker in self._workers:
-            worker.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=60)
-
-    def ok_between(self, start: float, end: float) -> int:
-        with self._lock:
-            return sum(1 for t in self.ok_times if start <= t <= end)
 
 
 def replication_lag_bytes(primary: redis.Redis, replica: redis.Redis) -> int:
