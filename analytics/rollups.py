@@ -2,10 +2,26 @@
 
 analytics_user_day — API calls and sessions started per user per UTC day — is changed by
 triggers on audit_session (analytics/migrations/0010_user_day_kept_by_sync.py) in the very
-statement that changes the sessions, so it commits with the sync's rows or not at all. What
-is kept incrementally must equal what the sessions give when recomputed: `rebuild` is that
+statement that changes the sessions, so it commits with the sync's rows or not at all.
+
+analytics_user_stats — one row per user: the account's is_active, its last activity, API calls
+in the last 24 h, 7 d and 30 d, days active in 7 d and 30 d, each figure with an index for the
+reports that rank users (analytics/migrations/0011_user_stats_kept.py) — is changed by triggers
+on accounts_user, audit_user_activity and analytics_user_day, in the writer's transaction too.
+Rolling windows as time passes, without rescanning history (`roll`, every minute from the
+refresh job):
+
+* the 7 d and 30 d windows end on an anchored UTC day; when a day closes, each figure gains the
+  new day's rows of analytics_user_day and loses those of the days that left the windows: three
+  days read by the index on the day, so the users active on those days, once per day;
+* the 24 h window starts at the anchored hour (the current hour minus 23, as before): the
+  triggers add calls of the anchored day or later (inside the window whatever the hour) as the
+  sync writes them; once per hour the figure is recomputed for the users active on the days
+  the new window touches (their sessions read by user), and zeroed for the others that had any.
+
+What is kept incrementally must equal what a recomputation gives: `rebuild` is that
 recomputation (disaster recovery: a restored backup, a rollup damaged by hand), and
-`differences` says where the kept table and a recomputation disagree.
+`differences` / `stats_differences` say where the kept tables and a recomputation disagree.
 """
 
 from dataclasses import dataclass
@@ -41,17 +57,42 @@ DIFFERENCES = f"""
 """  # noqa: S608 - built from constants
 
 
+# The kept per-user figures against their recomputation for the anchored windows.
+STATS_COLUMNS = (
+    "is_active, last_active, api_calls_24h, api_calls_24h_day_before, api_calls_7d, "
+    "api_calls_30d, days_active_7d, days_active_30d"
+)
+STATS_DIFFERENCES = f"""
+    SELECT coalesce(k.user_id, r.user_id), ROW(k.*)::text, ROW(r.*)::text
+    FROM (SELECT user_id, {STATS_COLUMNS} FROM analytics_user_stats) k
+    FULL JOIN (SELECT c.* FROM analytics_user_stats_state st,
+               LATERAL analytics_user_stats_computed(st.day, st.hour_start) c) r
+         ON r.user_id = k.user_id
+    WHERE ROW(k.*) IS DISTINCT FROM ROW(r.*)
+    UNION ALL
+    SELECT NULL, 'active_users ' || t.active_users,
+           'active_users ' || (SELECT count(*) FROM accounts_user WHERE is_active)
+    FROM analytics_user_totals t
+    WHERE t.active_users <> (SELECT count(*) FROM accounts_user WHERE is_active)
+    ORDER BY 1
+"""  # noqa: S608 - built from constants
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     rows: int
+    users: int = 0
 
 
 def rebuild() -> Rebuilt:
-    """Recompute analytics_user_day from audit_session, in one transaction.
+    """Recompute analytics_user_day from audit_session, then analytics_user_stats from both, in
+    one transaction.
 
     TRUNCATE takes the table's exclusive lock first: a sync that has already written to it
     commits before (and the recomputation sees its sessions); one that writes later waits for
-    this commit and then adds its difference on top. Either way nothing counts twice.
+    this commit and then adds its difference on top. Either way nothing counts twice. The per-user
+    figures' rebuild takes their exclusive advisory lock, which every trigger writing them waits
+    for; their windows are anchored at analytics_now().
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE analytics_user_day")
@@ -59,7 +100,27 @@ def rebuild() -> Rebuilt:
             "INSERT INTO analytics_user_day (user_id, day, api_calls, sessions_started) "
             + USER_DAY_FROM_SESSIONS
         )
-        return Rebuilt(cursor.rowcount)
+        rows = cursor.rowcount
+        cursor.execute("SELECT analytics_user_stats_rebuild(analytics_now())")
+        (users,) = cursor.fetchone()
+        return Rebuilt(rows, users)
+
+
+def roll() -> str:
+    """Move analytics_user_stats' windows to analytics_now(): 'unchanged' within the same hour,
+    'rolled' (what entered and left the windows), or 'rebuilt' (back in time, or > 30 days on)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT analytics_user_stats_roll(analytics_now())")
+        return cursor.fetchone()[0]
+
+
+def stats_differences() -> list[tuple]:
+    """(user_id, kept row, recomputed row) for every user whose kept figures differ from their
+    recomputation for the anchored windows (and the active users' count, user_id None); empty
+    when equal."""
+    with connection.cursor() as cursor:
+        cursor.execute(STATS_DIFFERENCES)
+        return cursor.fetchall()
 
 
 def differences() -> list[tuple]:

@@ -80,7 +80,8 @@ class IdleUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin
     list_display = ("user_link", "email", "last_active", "idle_days", "never_active", "date_joined")
     list_filter = (IdleForFilter,)
     search_fields = ("username", "email")
-    ordering = ("-idle_days", "user_id")
+    ordering = selectors.IDLE_ORDER  # type: ignore[assignment]  # Django takes expressions
+    sortable_by = ("last_active", "idle_days", "date_joined")
     csv_fields = (
         "user_id",
         "username",

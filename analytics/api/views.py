@@ -160,7 +160,7 @@ class IdleUsersView(ReportView):
         users = selectors.idle_users(idle_for=query.get("idle_for"))
         if query.get("search"):
             users = users.filter(username__icontains=query["search"])
-        return self.paginated(users.order_by("-idle_days", "user_id"))
+        return self.paginated(users)
 
 
 class LiveSessionsView(ReportView):

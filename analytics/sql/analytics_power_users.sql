@@ -8,10 +8,9 @@ CREATE VIEW analytics_power_users AS
     u.username,
     s.api_calls_24h AS api_calls,
     s.days_active_30d,
-    a.last_active
+    s.last_active
    FROM analytics_user_stats s
      JOIN accounts_user u ON u.id = s.user_id
-     LEFT JOIN audit_user_activity a ON a.user_id = s.user_id
   WHERE s.api_calls_24h > 0
 UNION ALL
  SELECT '7d:'::text || s.user_id AS id,
@@ -20,10 +19,9 @@ UNION ALL
     u.username,
     s.api_calls_7d AS api_calls,
     s.days_active_30d,
-    a.last_active
+    s.last_active
    FROM analytics_user_stats s
      JOIN accounts_user u ON u.id = s.user_id
-     LEFT JOIN audit_user_activity a ON a.user_id = s.user_id
   WHERE s.api_calls_7d > 0
 UNION ALL
  SELECT '30d:'::text || s.user_id AS id,
@@ -32,8 +30,7 @@ UNION ALL
     u.username,
     s.api_calls_30d AS api_calls,
     s.days_active_30d,
-    a.last_active
+    s.last_active
    FROM analytics_user_stats s
      JOIN accounts_user u ON u.id = s.user_id
-     LEFT JOIN audit_user_activity a ON a.user_id = s.user_id
   WHERE s.days_active_30d > 0;

@@ -14,6 +14,7 @@ ANALYTICS_VIEWS = {
     "analytics_user_activity",
     "analytics_power_users",
     "analytics_idle_users",
+    "analytics_idle_user_count",
     "analytics_sessions_by_status",
     "analytics_failed_logins_hourly",
     "analytics_suspicious_ips",
