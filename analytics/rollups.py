@@ -59,7 +59,7 @@ DIFFERENCES = f"""
 
 # The kept per-user figures against their recomputation for the anchored windows.
 STATS_COLUMNS = (
-    "is_active, last_active, api_calls_24h, api_calls_24h_day_before, api_calls_7d, "
+    "username, is_active, last_active, api_calls_24h, api_calls_24h_day_before, api_calls_7d, "
     "api_calls_30d, days_active_7d, days_active_30d"
 )
 STATS_DIFFERENCES = f"""
@@ -96,11 +96,16 @@ def rebuild() -> Rebuilt:
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE analytics_user_day")
+        # analytics_user_stats is recomputed below: its triggers on analytics_user_day would add
+        # every row once more first. Disabled within this transaction only (which TRUNCATE has
+        # already made the table's only user); no other session ever sees them off.
+        cursor.execute("ALTER TABLE analytics_user_day DISABLE TRIGGER USER")
         cursor.execute(
             "INSERT INTO analytics_user_day (user_id, day, api_calls, sessions_started) "
             + USER_DAY_FROM_SESSIONS
         )
         rows = cursor.rowcount
+        cursor.execute("ALTER TABLE analytics_user_day ENABLE TRIGGER USER")
         cursor.execute("SELECT analytics_user_stats_rebuild(analytics_now())")
         (users,) = cursor.fetchone()
         return Rebuilt(rows, users)
@@ -112,6 +117,13 @@ def roll() -> str:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT analytics_user_stats_roll(analytics_now())")
         return cursor.fetchone()[0]
+
+
+def daily_refresh() -> None:
+    """Recompute today's row of analytics_daily (the anchored day's): that day's rows only; the
+    WAU and MAU from the kept per-user days active. Past days were stored as they closed."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT analytics_daily_refresh()")
 
 
 def stats_differences() -> list[tuple]:

@@ -15,10 +15,7 @@ from core.rediskeys import keys
 # In dependency order: each reads the one before. analytics_user_day, which they read, is kept
 # by the sync itself, and analytics_user_stats by triggers (analytics.rollups): the refresh only
 # moves the latter's windows to the current time (rollups.roll).
-MATERIALIZED_VIEWS = (
-    "analytics_daily",
-    "analytics_session_duration_day",
-)
+MATERIALIZED_VIEWS = ("analytics_session_duration_day",)
 
 
 def thresholds_sync() -> None:
@@ -58,6 +55,11 @@ def analytics_refresh(*, progress: Callable[[str, float], None] | None = None) -
     timings["analytics_user_stats (roll)"] = time.monotonic() - started
     if progress:
         progress("analytics_user_stats (roll)", timings["analytics_user_stats (roll)"])
+    started = time.monotonic()
+    rollups.daily_refresh()
+    timings["analytics_daily (today)"] = time.monotonic() - started
+    if progress:
+        progress("analytics_daily (today)", timings["analytics_daily (today)"])
     for name in MATERIALIZED_VIEWS:
         started = time.monotonic()
         with transaction.atomic(), connection.cursor() as cursor:

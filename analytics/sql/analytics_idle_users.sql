@@ -3,7 +3,7 @@
 -- analytics/tests/test_sql_files.py holds the migrated database to it.
 CREATE VIEW analytics_idle_users AS
  SELECT s.user_id,
-    u.username,
+    s.username,
     u.email,
     u.date_joined,
     s.last_active,
@@ -13,5 +13,5 @@ CREATE VIEW analytics_idle_users AS
         END AS idle_days,
     s.last_active IS NULL AS never_active
    FROM analytics_user_stats s
-     JOIN accounts_user u ON u.id = s.user_id
+     LEFT JOIN accounts_user u ON u.id = s.user_id
   WHERE s.is_active AND (s.last_active IS NULL OR s.last_active <= (analytics_now() - make_interval(days => analytics_setting_value('idle_user_days'::text, 7))));

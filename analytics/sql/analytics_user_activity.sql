@@ -3,7 +3,7 @@
 -- analytics/tests/test_sql_files.py holds the migrated database to it.
 CREATE VIEW analytics_user_activity AS
  SELECT s.user_id,
-    u.username,
+    s.username,
     u.email,
     u.is_active,
     u.date_joined,
@@ -19,5 +19,5 @@ CREATE VIEW analytics_user_activity AS
         END AS status,
     s.last_active IS NULL AS never_active
    FROM analytics_user_stats s
-     JOIN accounts_user u ON u.id = s.user_id
+     LEFT JOIN accounts_user u ON u.id = s.user_id
      LEFT JOIN audit_user_activity a ON a.user_id = s.user_id;

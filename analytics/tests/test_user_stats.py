@@ -118,6 +118,13 @@ def test_accounts_and_activity_follow(django_user_model, password, frozen_clock,
     assert idle() == (2, 1, 2)
     django_user_model.objects.filter(username="carol").update(is_active=False)
     assert idle() == (1, 1, 1)
+    bob = django_user_model.objects.get(username="bob")
+    bob.username = "robert"
+    bob.save()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT username FROM analytics_power_users WHERE user_id = %s", [bob.pk])
+        assert {row[0] for row in cursor.fetchall()} == {"robert"}
+    assert rollups.stats_differences() == []
     django_user_model.objects.filter(username__in=["carol", "alice"]).delete()
     assert rollups.stats_differences() == []
     assert idle() == (1, 1, 1)
@@ -156,3 +163,50 @@ def test_rebuilt_equals_kept(django_user_model, password, frozen_clock, pin):
     assert f"rebuilt analytics_user_stats: {len(kept)} users" in out.getvalue()
     assert table() == kept
     call_command("rebuild_rollups", "--check", stdout=out)
+
+
+def test_daily_rows_stored_as_days_close_equal_their_recomputation(
+    django_user_model, password, frozen_clock, pin
+):
+    """analytics_daily: each day stored once as it closes, today's recomputed by the refresh;
+    the rows equal a recomputation of the 90 days from scratch (rebuild_rollups)."""
+    ann, ben, cid = (
+        django_user_model.objects.create_user(username=name, password=password)
+        for name in ("ann", "ben", "cid")
+    )
+    w = Workload(frozen_clock, password)
+
+    def day(when: str, *users) -> None:
+        for user in users:
+            w.calls(w.login(user, when), 3, when)
+        pin(when)
+        w.sync_and_refresh(when)
+
+    def daily() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT to_char(day, 'MM-DD'), dau, wau, mau, sessions_started, api_calls, "
+                "logins FROM analytics_daily WHERE day >= '2026-11-17' ORDER BY day"
+            )
+            return cursor.fetchall()
+
+    day("2026-11-18T10:00:00", ann)
+    day("2026-11-19T10:00:00", ben)
+    day("2026-11-20T10:00:00", ann, cid)
+    assert daily() == [
+        ("11-17", 0, 0, 0, 0, 0, 0),
+        ("11-18", 1, 1, 1, 1, 3, 1),
+        ("11-19", 1, 2, 2, 1, 3, 1),
+        ("11-20", 2, 3, 3, 2, 6, 2),
+    ]
+    for when in ("2026-11-25T12:00:00", "2026-11-26T12:00:00", "2026-11-27T12:00:00"):
+        rolled(pin, when)
+        rollups.daily_refresh()
+    kept = daily()
+    assert kept[-3:] == [  # 11-19 (ben) leaves the 7 d window on 11-26, 11-20 on 11-27
+        ("11-25", 0, 3, 3, 0, 0, 0),
+        ("11-26", 0, 2, 3, 0, 0, 0),
+        ("11-27", 0, 0, 3, 0, 0, 0),
+    ]
+    rollups.rebuild()
+    assert daily() == kept
