@@ -114,8 +114,9 @@ def live_tiles() -> LiveTiles:
 @dataclass
 class Freshness:
     """How old the figures that are not live are: `synced_at`, the last sync of Redis into the
-    audit tables (plain SQL views over them); `rolled_up_at`, the last refresh of the
-    materialized rollups. None when unknown (never yet, or Redis away)."""
+    audit tables (plain SQL views over them); `rolled_up_at`, the last refresh job (the
+    per-user windows' roll, today's daily row, the one materialized view left). None when
+    unknown (never yet, or Redis away)."""
 
     synced_at: datetime | None
     rolled_up_at: datetime | None
