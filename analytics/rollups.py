@@ -70,6 +70,19 @@ STATS_DIFFERENCES = f"""
          ON r.user_id = k.user_id
     WHERE ROW(k.*) IS DISTINCT FROM ROW(r.*)
     UNION ALL
+    SELECT coalesce(k.user_id, r.user_id), 'hour ' || ROW(k.*)::text, 'hour ' || ROW(r.*)::text
+    FROM analytics_user_hour k
+    FULL JOIN (
+        SELECT s.user_id, to_timestamp(h.key::bigint) AS hour, sum(h.value::bigint) AS api_calls
+        FROM analytics_user_stats_state st, audit_session s
+             CROSS JOIN LATERAL jsonb_each_text(s.hourly_calls) h(key, value)
+        WHERE s.user_id IS NOT NULL
+          AND to_timestamp(h.key::bigint) >= (st.day - 1)::timestamp AT TIME ZONE 'UTC'
+          AND to_timestamp(h.key::bigint) < st.day::timestamp AT TIME ZONE 'UTC'
+        GROUP BY 1, 2 HAVING sum(h.value::bigint) <> 0
+    ) r ON r.user_id = k.user_id AND r.hour = k.hour
+    WHERE ROW(k.*) IS DISTINCT FROM ROW(r.*)
+    UNION ALL
     SELECT NULL, 'active_users ' || t.active_users,
            'active_users ' || (SELECT count(*) FROM accounts_user WHERE is_active)
     FROM analytics_user_totals t

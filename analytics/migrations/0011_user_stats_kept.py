@@ -83,6 +83,16 @@ CREATE INDEX analytics_user_stats_30d ON analytics_user_stats (api_calls_30d DES
 CREATE INDEX analytics_user_stats_days ON analytics_user_stats (days_active_30d DESC, user_id);
 CREATE INDEX analytics_user_stats_days_7d ON analytics_user_stats (days_active_7d DESC, user_id);
 
+-- Calls per user and hour of the day before the anchored day (where the 24 h window starts),
+-- computed once as that day closes: each hour the window moves, its hour leaving is subtracted.
+CREATE TABLE analytics_user_hour (
+    user_id bigint NOT NULL,
+    hour timestamptz NOT NULL,
+    api_calls bigint NOT NULL,
+    CONSTRAINT analytics_user_hour_pk PRIMARY KEY (user_id, hour)
+);
+CREATE INDEX analytics_user_hour_hour ON analytics_user_hour (hour);
+
 -- The windows' anchors (one row).
 CREATE TABLE analytics_user_stats_state (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -103,19 +113,21 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT (date_trunc('hour', p_now AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '23 hours'
 $$;
 
--- Calls each user made in the hours from p_from to p_to (excluded), from their sessions (read
--- through the sessions' index on the user).
-CREATE FUNCTION analytics_user_calls_between(p_users bigint[], p_from timestamptz,
-                                             p_to timestamptz)
-RETURNS TABLE (user_id bigint, calls bigint) LANGUAGE sql STABLE AS $$
-    SELECT u.user_id, coalesce((
-        SELECT sum(h.value::bigint)
-        FROM audit_session x CROSS JOIN LATERAL jsonb_each_text(x.hourly_calls) h(key, value)
-        WHERE x.user_id = u.user_id AND x.last_active >= p_from AND x.started_at < p_to
-          AND h.key::bigint >= extract(epoch FROM p_from)
-          AND h.key::bigint < extract(epoch FROM p_to)
-    ), 0)::bigint
+-- (Re)computes the users' hours of p_day from their sessions (read by user).
+CREATE FUNCTION analytics_user_hours_fill(p_users bigint[], p_day date) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM analytics_user_hour WHERE user_id = ANY(p_users);
+    INSERT INTO analytics_user_hour (user_id, hour, api_calls)
+    SELECT x.user_id, to_timestamp(h.key::bigint), sum(h.value::bigint)
     FROM unnest(p_users) u(user_id)
+    JOIN audit_session x ON x.user_id = u.user_id
+    CROSS JOIN LATERAL jsonb_each_text(x.hourly_calls) h(key, value)
+    WHERE x.last_active >= p_day::timestamp AT TIME ZONE 'UTC'
+      AND x.started_at < (p_day + 1)::timestamp AT TIME ZONE 'UTC'
+      AND h.key::bigint >= extract(epoch FROM p_day::timestamp AT TIME ZONE 'UTC')
+      AND h.key::bigint < extract(epoch FROM (p_day + 1)::timestamp AT TIME ZONE 'UTC')
+    GROUP BY x.user_id, h.key
+    HAVING sum(h.value::bigint) <> 0;
 $$;
 
 -- Every user's figures computed from scratch for windows ending on p_day / starting at p_hour.
@@ -164,6 +176,10 @@ BEGIN
         api_calls_24h_day_before, api_calls_7d, api_calls_30d, days_active_7d, days_active_30d)
     SELECT * FROM analytics_user_stats_computed(v_day, v_hour);
     GET DIAGNOSTICS v_rows = ROW_COUNT;
+    DELETE FROM analytics_user_hour;
+    PERFORM analytics_user_hours_fill(
+        coalesce((SELECT array_agg(user_id) FROM analytics_user_day WHERE day = v_day - 1), '{{}}'),
+        v_day - 1);
     DELETE FROM analytics_user_stats_state;
     INSERT INTO analytics_user_stats_state (day, hour_start) VALUES (v_day, v_hour);
     DELETE FROM analytics_user_totals;
@@ -213,11 +229,14 @@ BEGIN
         ) x
         WHERE s.user_id = x.user_id;
     END LOOP;
-    IF v_hour <> st.hour_start THEN
-        -- The 24 h window: the anchored day and later, whole (analytics_user_day), and the day
-        -- before from v_hour on (the sessions of that day's users).
+    IF v_day <> st.day THEN
+        -- A day closed: the hours of the new day before, per user, once; then the 24 h window
+        -- of every user with calls in it: the anchored day and later whole (analytics_user_day),
+        -- the day before from v_hour on (its hours).
+        DELETE FROM analytics_user_hour;
         SELECT array_agg(ud.user_id) INTO v_users
         FROM analytics_user_day ud WHERE ud.day = v_day - 1;
+        PERFORM analytics_user_hours_fill(coalesce(v_users, '{{}}'), v_day - 1);
         UPDATE analytics_user_stats s SET
             api_calls_24h = x.today + x.before, api_calls_24h_day_before = x.before
         FROM (
@@ -225,15 +244,26 @@ BEGIN
                    coalesce(b.calls, 0) AS before
             FROM (SELECT ud.user_id, sum(ud.api_calls) AS calls FROM analytics_user_day ud
                   WHERE ud.day >= v_day GROUP BY ud.user_id) t
-            FULL JOIN analytics_user_calls_between(
-                coalesce(v_users, '{{}}'), v_hour, v_day::timestamp AT TIME ZONE 'UTC') b
+            FULL JOIN (SELECT h.user_id, sum(h.api_calls) AS calls FROM analytics_user_hour h
+                       WHERE h.hour >= v_hour GROUP BY h.user_id) b
                 ON b.user_id = t.user_id
         ) x
         WHERE s.user_id = x.user_id
           AND (s.api_calls_24h <> x.today + x.before OR s.api_calls_24h_day_before <> x.before);
         UPDATE analytics_user_stats s SET api_calls_24h = 0, api_calls_24h_day_before = 0
-        WHERE s.api_calls_24h > 0 AND NOT EXISTS (
-            SELECT FROM analytics_user_day ud WHERE ud.user_id = s.user_id AND ud.day >= v_day - 1);
+        WHERE s.api_calls_24h > 0
+          AND NOT EXISTS (SELECT FROM analytics_user_day ud
+                          WHERE ud.user_id = s.user_id AND ud.day >= v_day)
+          AND NOT EXISTS (SELECT FROM analytics_user_hour h
+                          WHERE h.user_id = s.user_id AND h.hour >= v_hour);
+    ELSIF v_hour <> st.hour_start THEN
+        -- The same day, the window's start moved: the hours that left it, from the buckets.
+        UPDATE analytics_user_stats s SET
+            api_calls_24h = s.api_calls_24h - x.calls,
+            api_calls_24h_day_before = s.api_calls_24h_day_before - x.calls
+        FROM (SELECT h.user_id, sum(h.api_calls) AS calls FROM analytics_user_hour h
+              WHERE h.hour >= st.hour_start AND h.hour < v_hour GROUP BY h.user_id) x
+        WHERE s.user_id = x.user_id AND x.calls <> 0;
     END IF;
     UPDATE analytics_user_stats_state SET day = v_day, hour_start = v_hour;
     RETURN 'rolled';
@@ -289,11 +319,15 @@ BEGIN
       AND (p.c24 <> 0 OR p.c7 <> 0 OR p.c30 <> 0 OR p.d7 <> 0 OR p.d30 <> 0);
     SELECT array_agg(DISTINCT c.user_id) INTO v_users FROM ({{rows}}) c WHERE c.day = st.day - 1;
     IF v_users IS NOT NULL THEN
+        PERFORM analytics_user_hours_fill(v_users, st.day - 1);
         UPDATE analytics_user_stats s SET
             api_calls_24h = s.api_calls_24h + c.calls - s.api_calls_24h_day_before,
             api_calls_24h_day_before = c.calls
-        FROM analytics_user_calls_between(
-            v_users, st.hour_start, st.day::timestamp AT TIME ZONE 'UTC') c
+        FROM (SELECT u.user_id, coalesce(sum(h.api_calls), 0) AS calls
+              FROM unnest(v_users) u(user_id)
+              LEFT JOIN analytics_user_hour h
+                     ON h.user_id = u.user_id AND h.hour >= st.hour_start
+              GROUP BY u.user_id) c
         WHERE s.user_id = c.user_id AND s.api_calls_24h_day_before <> c.calls;
     END IF;
     RETURN NULL;
@@ -403,6 +437,7 @@ END
 DAY_TRUNCATED = f"""
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({LOCK});
+    DELETE FROM analytics_user_hour;
     UPDATE analytics_user_stats SET api_calls_24h = 0, api_calls_24h_day_before = 0,
         api_calls_7d = 0, api_calls_30d = 0,
         days_active_7d = 0, days_active_30d = 0
@@ -595,9 +630,10 @@ BACKWARD = (
 DROP FUNCTION analytics_user_stats_roll(timestamptz);
 DROP FUNCTION analytics_user_stats_rebuild(timestamptz);
 DROP FUNCTION analytics_user_stats_computed(date, timestamptz);
-DROP FUNCTION analytics_user_calls_between(bigint[], timestamptz, timestamptz);
+DROP FUNCTION analytics_user_hours_fill(bigint[], date);
 DROP FUNCTION analytics_window_hour_start(timestamptz);
-DROP TABLE analytics_user_stats, analytics_user_stats_state, analytics_user_totals;
+DROP TABLE analytics_user_stats, analytics_user_stats_state, analytics_user_totals,
+    analytics_user_hour;
 """
     + user_day_0010.DEPENDENTS.split("CREATE MATERIALIZED VIEW analytics_daily")[0]
     + "CREATE VIEW analytics_user_activity"
