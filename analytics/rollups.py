@@ -16,8 +16,10 @@ refresh job):
   days read by the index on the day, so the users active on those days, once per day;
 * the 24 h window starts at the anchored hour (the current hour minus 23, as before): the
   triggers add calls of the anchored day or later (inside the window whatever the hour) as the
-  sync writes them; once per hour the figure is recomputed for the users active on the days
-  the new window touches (their sessions read by user), and zeroed for the others that had any.
+  sync writes them. The day before the anchored day is kept per user and hour
+  (analytics_user_hour), computed once as that day closes from its users' sessions; each hour
+  the window moves, the hour leaving it is subtracted from those buckets (the users active in
+  that hour). Calls synced late for the day before refill the users' buckets.
 
 What is kept incrementally must equal what a recomputation gives: `rebuild` is that
 recomputation (disaster recovery: a restored backup, a rollup damaged by hand), and

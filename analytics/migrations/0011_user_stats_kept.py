@@ -33,15 +33,17 @@ minus 23 hours, as the materialized view had it). Time passing moves them in
   since midnight, which the triggers kept out of the windows until then) and lose the rows of the
   days leaving the 7 d and 30 d windows — three days of analytics_user_day read by the index on
   the day, so the cost is the number of users active on those days, never the history;
-* an hour passing: the 24 h figure is recomputed for the users with activity (a row of
-  analytics_user_day) on the days the new window touches only: the anchored day and later from
-  analytics_user_day, the day before from the window's start (``api_calls_24h_day_before``) from
-  the sessions of that day's users, read through the sessions' (user_id, started_at) index; the
-  others that had calls in the window get 0;
+* the 24 h window (the current hour and the 23 before) covers the anchored day whole and the
+  day before from the window's start (``api_calls_24h_day_before``). When a day closes, each
+  user's calls per hour of the new day before are computed once from the sessions of that day's
+  users (read through the sessions' (user_id, started_at) index) into analytics_user_hour, and
+  the figure is recomputed for the users with calls in the window (the others that had any get
+  0); each hour after that, the hour leaving the window is subtracted from those buckets — the
+  users active in that hour only;
 * between two rolls the triggers add a session's calls to the 24 h figure when their day is the
   anchored day or later (every hour of it is inside the window); calls synced late for the day
-  before (where the window starts mid-day) recompute that user's part of the window on that day
-  from the sessions and move the 24 h figure by the difference.
+  before (where the window starts mid-day) refill that user's hour buckets from the sessions and
+  move the 24 h figure by the difference in its part of that day.
 
 The roll takes an exclusive advisory lock, every trigger a shared one before it writes a row of
 the table: a roll never interleaves with a sync, and a sync waits (at most the roll's time) for a
