@@ -1,4 +1,5 @@
-"""Analytics are SQL views and materialized views over the audit tables (see the migrations).
+"""Analytics are SQL views over the audit tables and the rollups kept from them (see the
+migrations and analytics/rollups.py).
 
 The admin and Grafana read the same views, so the two can never disagree. The models here are
 read-only windows on them (managed = False), plus the thresholds table the views read.

@@ -13,12 +13,9 @@ from core.redis import REDIS_UNAVAILABLE, get_redis
 from core.rediskeys import keys
 
 # In dependency order: each reads the one before. analytics_user_day, which they read, is kept
-# by the sync itself (analytics.rollups).
-MATERIALIZED_VIEWS = (
-    "analytics_user_stats",
-    "analytics_daily",
-    "analytics_session_duration_day",
-)
+# by the sync itself, and analytics_user_stats by triggers (analytics.rollups): the refresh only
+# moves the latter's windows to the current time (rollups.roll).
+MATERIALIZED_VIEWS = ("analytics_session_duration_day",)
 
 
 def thresholds_sync() -> None:
@@ -47,9 +44,22 @@ class RefreshResult:
 
 
 def analytics_refresh(*, progress: Callable[[str, float], None] | None = None) -> RefreshResult:
-    """Refresh the rollups CONCURRENTLY: readers keep the old rows until the new ones commit."""
+    """Move the kept per-user figures' windows to now, then refresh the materialized views
+    CONCURRENTLY: readers keep the old rows until the new ones commit."""
+    from . import rollups
+
     thresholds_sync()
     timings = {}
+    started = time.monotonic()
+    rollups.roll()
+    timings["analytics_user_stats (roll)"] = time.monotonic() - started
+    if progress:
+        progress("analytics_user_stats (roll)", timings["analytics_user_stats (roll)"])
+    started = time.monotonic()
+    rollups.daily_refresh()
+    timings["analytics_daily (today)"] = time.monotonic() - started
+    if progress:
+        progress("analytics_daily (today)", timings["analytics_daily (today)"])
     for name in MATERIALIZED_VIEWS:
         started = time.monotonic()
         with transaction.atomic(), connection.cursor() as cursor:

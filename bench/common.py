@@ -84,18 +84,20 @@ def _create_database(database: dict) -> None:
 
 
 def redis_client():
-    """The project's Redis client, as configured by bench.settings (database 12)."""
+    """The project's Redis client, as configured by bench.settings (database BENCH_REDIS_DB)."""
+    from django.conf import settings
+
     from core.redis import get_redis
 
     client = get_redis()
     db = client.connection_pool.connection_kwargs.get("db", 0)
-    if db != 12:
-        raise RuntimeError(f"bench Redis must be database 12, not {db}")
+    if db != settings.BENCH_REDIS_DB:
+        raise RuntimeError(f"bench Redis must be database {settings.BENCH_REDIS_DB}, not {db}")
     return client
 
 
 def redis_flush() -> None:
-    """Empty the bench's Redis database (12): FLUSHDB on that database only."""
+    """Empty the bench's Redis database (BENCH_REDIS_DB): FLUSHDB on that database only."""
     redis_client().flushdb()
 
 

@@ -5,7 +5,13 @@ from django.urls import reverse
 from accounts.livesessions import SessionStatus
 from analytics import selectors
 from analytics.models import IdleUser, PowerUser, SuspiciousIp, UserActivity
-from core.admin_tools import CsvExportMixin, ReportAdmin, fixed_choices_filter, user_link
+from core.admin_tools import (
+    CsvExportMixin,
+    IndexOrderedCountPaginator,
+    ReportAdmin,
+    fixed_choices_filter,
+    user_link,
+)
 
 
 class UserLinkMixin(admin.ModelAdmin):
@@ -55,6 +61,7 @@ class PowerUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmi
     search_fields = ("username",)
     ordering = ("-api_calls", "user_id")
     sortable_by = ("api_calls", "days_active_30d", "last_active")
+    paginator = IndexOrderedCountPaginator
     csv_fields = ("window", "user_id", "username", "api_calls", "days_active_30d", "last_active")
 
 
@@ -80,7 +87,9 @@ class IdleUserAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelAdmin
     list_display = ("user_link", "email", "last_active", "idle_days", "never_active", "date_joined")
     list_filter = (IdleForFilter,)
     search_fields = ("username", "email")
-    ordering = ("-idle_days", "user_id")
+    ordering = selectors.IDLE_ORDER  # type: ignore[assignment]  # Django takes expressions
+    sortable_by = ("last_active", "idle_days", "date_joined")
+    paginator = IndexOrderedCountPaginator
     csv_fields = (
         "user_id",
         "username",
@@ -110,6 +119,7 @@ class UserActivityAdmin(UserLinkMixin, CsvExportMixin, ReportAdmin, admin.ModelA
     )
     search_fields = ("username", "email")
     ordering = ("-api_calls_24h", "user_id")
+    paginator = IndexOrderedCountPaginator
     csv_fields = (
         "user_id",
         "username",

@@ -2,16 +2,16 @@
 -- Change it with a migration that applies a copy of the new SQL, then update this file:
 -- analytics/tests/test_sql_files.py holds the migrated database to it.
 CREATE VIEW analytics_idle_users AS
- SELECT u.id AS user_id,
-    u.username,
+ SELECT s.user_id,
+    s.username,
     u.email,
     u.date_joined,
-    a.last_active,
+    s.last_active,
         CASE
-            WHEN a.last_active IS NULL THEN NULL::integer
-            ELSE floor(EXTRACT(epoch FROM analytics_now() - a.last_active) / 86400::numeric)::integer
+            WHEN s.last_active IS NULL THEN NULL::integer
+            ELSE floor(EXTRACT(epoch FROM analytics_now() - s.last_active) / 86400::numeric)::integer
         END AS idle_days,
-    a.last_active IS NULL AS never_active
-   FROM accounts_user u
-     LEFT JOIN audit_user_activity a ON a.user_id = u.id
-  WHERE u.is_active AND (a.last_active IS NULL OR a.last_active <= (analytics_now() - make_interval(days => analytics_setting_value('idle_user_days'::text, 7))));
+    s.last_active IS NULL AS never_active
+   FROM analytics_user_stats s
+     LEFT JOIN accounts_user u ON u.id = s.user_id
+  WHERE s.is_active AND (s.last_active IS NULL OR s.last_active <= (analytics_now() - make_interval(days => analytics_setting_value('idle_user_days'::text, 7))));

@@ -56,8 +56,8 @@ LIMIT '$top'::integer
 """
 
 IDLE_USERS = """
-SELECT count(*) AS "idle users", count(*) FILTER (WHERE never_active) AS "never active"
-FROM analytics_idle_users
+SELECT idle_users AS "idle users", never_active AS "never active"
+FROM analytics_idle_user_count
 """
 
 SUSPICIOUS_IPS = """

@@ -143,7 +143,7 @@ def test_the_session_analytics_dashboard_has_every_panel_of_the_design():
     assert "session_duration_seconds_bucket" in exprs["Session duration distribution"][0]
     assert exprs["Alerts firing"] == ['ALERTS{alertstate="firing"}']
     assert "FROM analytics_power_users" in exprs["Top power users ($window)"][0]
-    assert "FROM analytics_idle_users" in exprs["Idle users"][0]
+    assert "FROM analytics_idle_user_count" in exprs["Idle users"][0]
     assert "FROM analytics_suspicious_ips" in exprs["Suspicious IPs (last 24 h)"][0]
     assert "$__timeFilter(day)" in exprs["Daily, weekly and monthly active users"][0]
     assert "$__timeFilter(hour)" in exprs["Failed logins per hour (audit trail)"][0]
