@@ -47,8 +47,13 @@ class RefreshResult:
 
 
 def analytics_refresh(*, progress: Callable[[str, float], None] | None = None) -> RefreshResult:
-    """Refresh the rollups CONCURRENTLY: readers keep the old rows until the new ones commit."""
+    """Refresh the rollups CONCURRENTLY: readers keep the old rows until the new ones commit.
+    First, what the sync appended to analytics_user_day and has not folded yet is folded (a
+    run that stopped before its fold)."""
+    from .rollups import fold
+
     thresholds_sync()
+    fold()
     timings = {}
     for name in MATERIALIZED_VIEWS:
         started = time.monotonic()

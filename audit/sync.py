@@ -13,8 +13,10 @@ At-least-once delivery, exactly-once effect:
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
   in-flight set deleted and ended sessions allowed to expire from Redis. The analytics layer's
   statement triggers on audit_session (analytics_user_day, analytics/rollups.py) run inside
-  the upsert, under this transaction's settings (hash and merge joins off): they commit with
-  the sessions or not at all.
+  the upsert, under this transaction's settings (hash and merge joins off, and
+  `sessionhub.bulk_sync` on): in the sync they append narrow per-(user, day) deltas that
+  commit with the sessions or not at all, and `signals.sessions_synced`, sent once the run's
+  last transaction has committed, has them folded into the rollup once per run.
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.
@@ -48,6 +50,7 @@ from core.conf import get_settings
 from core.redis import get_redis
 from core.rediskeys import keys
 
+from . import signals
 from .models import SyncQuarantine
 
 logger = logging.getLogger(__name__)
@@ -362,10 +365,15 @@ def _session_writer(anonymize_ip: bool, distinct: bool):
         # the whole user table per transaction instead: at 1M users that more than doubled the
         # time of a sync (bench_sync).
         cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        # The sessions' upsert is the bulk sync's: the upkeep of tables derived from
+        # audit_session may defer work to the end of the run (signals.sessions_synced). Off
+        # again right after, for whatever else the enclosing transaction may write.
+        cursor.execute("SET LOCAL sessionhub.bulk_sync = on")
         with cursor.copy(COPY_SESSIONS) as copy:
             for chunk in chunks:
                 copy.write(chunk)
         cursor.execute(upsert, params)
+        cursor.execute("SET LOCAL sessionhub.bulk_sync = off")
         cursor.execute(UPSERT_USER_ACTIVITY)
 
     return write
@@ -504,6 +512,9 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
             if renew:
                 renew()
         export.changed_done()
+    # After the last commit, even of nothing: a run that crashed before this leaves deferred
+    # upkeep that the next run finishes.
+    signals.sessions_synced.send(sender=__name__)
     if written or quarantined_now:
         pipe = get_redis().pipeline(transaction=False)
         pipe.hincrby(keys.stats(), "sync_sessions", written)
