@@ -351,7 +351,7 @@ def _raw_cursor():
     return connection.connection.cursor()
 
 
-def _session_writer(anonymize_ip: bool, distinct: bool):
+def _session_writer(anonymize_ip: bool, distinct: bool, defer_upkeep: bool):
     params = {"anonymize": anonymize_ip, "ua_chars": MAX_USER_AGENT}
 
     def write(cursor, chunks: list[bytes]) -> None:
@@ -365,15 +365,22 @@ def _session_writer(anonymize_ip: bool, distinct: bool):
         # the whole user table per transaction instead: at 1M users that more than doubled the
         # time of a sync (bench_sync).
         cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        # The sessions' upsert is the bulk sync's: the upkeep of tables derived from
-        # audit_session may defer work to the end of the run (signals.sessions_synced). Off
-        # again right after, for whatever else the enclosing transaction may write.
-        cursor.execute("SET LOCAL sessionhub.bulk_sync = on")
+        # No JIT: the rollup triggers' statements look costly to the planner (it expects 100
+        # hours per session's jsonb), and compiling them took a quarter of their time in every
+        # transaction (bench_sync, 1M sessions: 4.0 s of triggers with JIT, 3.0 s without).
+        cursor.execute("SET LOCAL jit = off")
+        # In a run of several transactions the sessions' upsert is a bulk sync's: the upkeep
+        # of tables derived from audit_session may defer work to the end of the run
+        # (signals.sessions_synced). Off again right after, for whatever else the enclosing
+        # transaction may write.
+        cursor.execute(
+            "SELECT set_config('sessionhub.bulk_sync', %s, true)", ["on" if defer_upkeep else "off"]
+        )
         with cursor.copy(COPY_SESSIONS) as copy:
             for chunk in chunks:
                 copy.write(chunk)
         cursor.execute(upsert, params)
-        cursor.execute("SET LOCAL sessionhub.bulk_sync = off")
+        cursor.execute("SELECT set_config('sessionhub.bulk_sync', 'off', true)")
         cursor.execute(UPSERT_USER_ACTIVITY)
 
     return write
@@ -396,16 +403,18 @@ def write_sessions(
     anonymize_ip: bool,
     quarantined: set[str] | None = None,
     renew=None,
+    defer_upkeep: bool = True,
 ) -> Written:
     """One transaction: COPY to staging, upsert the sessions, then the users' activity; the
     sessions refused — by the reader or by PostgreSQL — go to the quarantine in it too.
 
     `quarantined` holds the session keys in quarantine (updated here): a session written now
-    leaves the quarantine.
+    leaves the quarantine. `defer_upkeep`: the run has more transactions to come and ends with
+    `signals.sessions_synced`, so derived tables may defer their upkeep to it.
     """
     quarantined = set() if quarantined is None else quarantined
     refused_count = 0
-    write = _session_writer(anonymize_ip, batch.distinct)
+    write = _session_writer(anonymize_ip, batch.distinct, defer_upkeep)
 
     def finish(cursor, isolated: list[tuple[bytes, str]]) -> None:
         nonlocal refused_count
@@ -498,9 +507,16 @@ def sync_sessions(*, batch_size: int, progress: Progress | None = None, renew=No
         done = 0
         depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
         batches = _prefetch(export.changed_sessions(batch_size), depth)
+        # Upkeep deferred to the end of the run pays when the run has several transactions;
+        # a run of one transaction does it in that transaction, once either way.
+        defer = total > conf.SYNC_COMMIT_ROWS
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
             result = write_sessions(
-                group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE, quarantined=quarantined, renew=renew
+                group,
+                anonymize_ip=conf.AUDIT_IP_ANONYMIZE,
+                quarantined=quarantined,
+                renew=renew,
+                defer_upkeep=defer,
             )
             done += result.rows + result.quarantined
             written += result.rows

@@ -16,7 +16,7 @@ from accounts.tracking import tracker
 from analytics import rollups
 from analytics import services as analytics_services
 from audit import services as audit_services
-from audit import sync
+from audit import signals, sync
 from audit.models import AuditSession
 from audit.tests.workload import Workload, build_world
 
@@ -255,3 +255,37 @@ def test_other_writers_apply_at_once_and_truncate_empties_the_deltas(
         cursor.execute("TRUNCATE audit_session")
     assert pending_deltas() == []
     assert user_days() == []
+
+
+def test_a_run_of_several_transactions_folds_once_at_its_end(
+    django_user_model, password, frozen_clock, settings, monkeypatch
+):
+    """A run larger than one transaction defers: its transactions append deltas, the end of the
+    run folds them (a run of one transaction applies at once, as other writers do)."""
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "SYNC_BATCH_SIZE": 1, "SYNC_COMMIT_ROWS": 1}
+    w = Workload(frozen_clock, password)
+    for n, calls in enumerate((3, 5, 7)):
+        user = django_user_model.objects.create_user(username=f"many{n}", password=password)
+        tokens = w.login(user, "2026-11-20T10:00:00")
+        w.calls(tokens, calls, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+    before_fold = []
+    send = signals.sessions_synced.send
+
+    def spy(**kwargs):
+        before_fold.append(pending_deltas())
+        return send(**kwargs)
+
+    monkeypatch.setattr(signals.sessions_synced, "send", spy)
+    audit_services.sync_run()
+    assert before_fold == [
+        [("many0", "11-20", 3, 1), ("many1", "11-20", 5, 1), ("many2", "11-20", 7, 1)]
+    ]
+    assert pending_deltas() == []
+    assert user_days() == [
+        ("many0", "11-20", 3, 1),
+        ("many1", "11-20", 5, 1),
+        ("many2", "11-20", 7, 1),
+    ]
+    assert rollups.differences() == []
