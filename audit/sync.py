@@ -365,10 +365,6 @@ def _session_writer(anonymize_ip: bool, distinct: bool, defer_upkeep: bool):
         # the whole user table per transaction instead: at 1M users that more than doubled the
         # time of a sync (bench_sync).
         cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        # No JIT: the rollup triggers' statements look costly to the planner (it expects 100
-        # hours per session's jsonb), and compiling them took a quarter of their time in every
-        # transaction (bench_sync, 1M sessions: 4.0 s of triggers with JIT, 3.0 s without).
-        cursor.execute("SET LOCAL jit = off")
         # In a run of several transactions the sessions' upsert is a bulk sync's: the upkeep
         # of tables derived from audit_session may defer work to the end of the run
         # (signals.sessions_synced). Off again right after, for whatever else the enclosing

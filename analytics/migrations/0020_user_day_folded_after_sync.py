@@ -14,6 +14,12 @@ sync fell to 0.73-0.78 of its rate without it, bench/README.md). Now:
   upsert each): a run of 1M sessions upserts each (user, day) once, not once per transaction;
 * every other writer (the timeout job, prune, a user deleted, a session written by hand) is
   applied at once, as under 0010;
+* the primary key becomes (day, user_id), and the index by user (user_id, day): the sync
+  upserts today's rows, which a key led by the day keeps together at the index's end, where
+  (user_id, day) scattered them over one leaf page per user — with 20M sessions kept the
+  index outgrew the buffer cache and every sync read and wrote back thousands of its pages
+  (bench_sync). Inserting a (user, day) still touches the index by user, once a day; the
+  updates that follow touch neither index (heap-only);
 * readers that must be exact fold first (rollups.differences, the analytics refresh); a run
   that crashed before its fold leaves deltas the next run (or refresh) folds. TRUNCATE of
   audit_session and rollups.rebuild empty the deltas with the table.
@@ -105,8 +111,22 @@ BEGIN
 END
 """
 
+KEY_BY_DAY = """
+ALTER TABLE analytics_user_day DROP CONSTRAINT analytics_user_day_pk,
+    ADD CONSTRAINT analytics_user_day_pk PRIMARY KEY (day, user_id);
+DROP INDEX analytics_user_day_day;
+CREATE INDEX analytics_user_day_user ON analytics_user_day (user_id, day);
+"""
+KEY_BY_USER = """
+ALTER TABLE analytics_user_day DROP CONSTRAINT analytics_user_day_pk,
+    ADD CONSTRAINT analytics_user_day_pk PRIMARY KEY (user_id, day);
+DROP INDEX analytics_user_day_user;
+CREATE INDEX analytics_user_day_day ON analytics_user_day (day);
+"""
+
 FORWARD = "\n".join(
     [
+        KEY_BY_DAY,
         """
 CREATE TABLE analytics_user_day_delta (
     user_id bigint NOT NULL,
@@ -141,6 +161,7 @@ BACKWARD = "\n".join(
         ),
         "DROP FUNCTION analytics_user_day_fold();",
         "DROP TABLE analytics_user_day_delta;",
+        KEY_BY_USER,
     ]
 )
 
