@@ -2,7 +2,11 @@
 
 analytics_user_day — API calls and sessions started per user per UTC day — is changed by
 triggers on audit_session (analytics/migrations/0010_user_day_kept_by_sync.py) in the very
-statement that changes the sessions, so it commits with the sync's rows or not at all.
+statement that changes the sessions, so it commits with the sync's rows or not at all. In the
+sync's own transactions the triggers append the difference per (user, day) to
+analytics_user_day_delta instead (0013_user_day_folded_after_sync.py), and `fold` adds those
+deltas to the table once the run has committed (audit.signals.sessions_synced): each (user,
+day) is upserted once per run, not once per transaction.
 
 analytics_user_stats — one row per user: the account's is_active, its last activity, API calls
 in the last 24 h, 7 d and 30 d, days active in 7 d and 30 d, each figure with an index for the
@@ -93,6 +97,20 @@ STATS_DIFFERENCES = f"""
 """  # noqa: S608 - built from constants
 
 
+def fold() -> int:
+    """Add the deltas the sync appended to analytics_user_day, in one transaction; returns how
+    many deltas were folded. Safe to run at any time, and twice at once (each delta is folded
+    once)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT analytics_user_day_fold()")
+        return cursor.fetchone()[0]
+
+
+def fold_after_sync(**kwargs) -> None:
+    """Receiver of audit.signals.sessions_synced."""
+    fold()
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     rows: int
@@ -103,14 +121,16 @@ def rebuild() -> Rebuilt:
     """Recompute analytics_user_day from audit_session, then analytics_user_stats from both, in
     one transaction.
 
-    TRUNCATE takes the table's exclusive lock first: a sync that has already written to it
+    The deltas not folded yet go with it (the recomputation counts their sessions). TRUNCATE
+    takes the tables' exclusive locks first, the deltas' before the table's as a fold takes
+    them (so the two cannot deadlock): a sync or a fold that has already written to them
     commits before (and the recomputation sees its sessions); one that writes later waits for
     this commit and then adds its difference on top. Either way nothing counts twice. The per-user
     figures' rebuild takes their exclusive advisory lock, which every trigger writing them waits
     for; their windows are anchored at analytics_now().
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("TRUNCATE analytics_user_day")
+        cursor.execute("TRUNCATE analytics_user_day_delta, analytics_user_day")
         # analytics_user_stats is recomputed below: its triggers on analytics_user_day would add
         # every row once more first. Disabled within this transaction only (which TRUNCATE has
         # already made the table's only user); no other session ever sees them off.
@@ -152,7 +172,9 @@ def stats_differences() -> list[tuple]:
 
 def differences() -> list[tuple]:
     """(user_id, day, kept calls, recomputed calls, kept sessions, recomputed sessions) for
-    every (user, day) where analytics_user_day and a recomputation disagree; empty when equal."""
+    every (user, day) where analytics_user_day and a recomputation disagree; empty when equal.
+    What the sync has appended but not folded yet is folded first."""
+    fold()
     with connection.cursor() as cursor:
         cursor.execute(DIFFERENCES)
         return cursor.fetchall()

@@ -44,11 +44,14 @@ class RefreshResult:
 
 
 def analytics_refresh(*, progress: Callable[[str, float], None] | None = None) -> RefreshResult:
-    """Move the kept per-user figures' windows to now, then refresh the materialized views
-    CONCURRENTLY: readers keep the old rows until the new ones commit."""
+    """Fold what the sync appended to analytics_user_day and has not folded yet (a run that
+    stopped before its fold), move the kept per-user figures' windows to now, store today's
+    daily row, then refresh the materialized views CONCURRENTLY: readers keep the old rows
+    until the new ones commit."""
     from . import rollups
 
     thresholds_sync()
+    rollups.fold()
     timings = {}
     started = time.monotonic()
     rollups.roll()

@@ -13,8 +13,10 @@ At-least-once delivery, exactly-once effect:
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
   in-flight set deleted and ended sessions allowed to expire from Redis. The analytics layer's
   statement triggers on audit_session (analytics_user_day, analytics/rollups.py) run inside
-  the upsert, under this transaction's settings (hash and merge joins off): they commit with
-  the sessions or not at all.
+  the upsert, under this transaction's settings (hash and merge joins off, and
+  `sessionhub.bulk_sync` on): in the sync they append narrow per-(user, day) deltas that
+  commit with the sessions or not at all, and `signals.sessions_synced`, sent once the run's
+  last transaction has committed, has them folded into the rollup once per run.
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.
@@ -54,6 +56,7 @@ from core.conf import get_settings
 from core.redis import get_redis
 from core.rediskeys import keys
 
+from . import signals
 from .models import SyncQuarantine
 
 logger = logging.getLogger(__name__)
@@ -354,7 +357,7 @@ def _raw_cursor():
     return connection.connection.cursor()
 
 
-def _session_writer(anonymize_ip: bool, distinct: bool):
+def _session_writer(anonymize_ip: bool, distinct: bool, defer_upkeep: bool):
     params = {"anonymize": anonymize_ip, "ua_chars": MAX_USER_AGENT}
 
     def write(cursor, chunks: list[bytes]) -> None:
@@ -368,10 +371,18 @@ def _session_writer(anonymize_ip: bool, distinct: bool):
         # the whole user table per transaction instead: at 1M users that more than doubled the
         # time of a sync (bench_sync).
         cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        # In a run of several transactions the sessions' upsert is a bulk sync's: the upkeep
+        # of tables derived from audit_session may defer work to the end of the run
+        # (signals.sessions_synced). Off again right after, for whatever else the enclosing
+        # transaction may write.
+        cursor.execute(
+            "SELECT set_config('sessionhub.bulk_sync', %s, true)", ["on" if defer_upkeep else "off"]
+        )
         with cursor.copy(COPY_SESSIONS) as copy:
             for chunk in chunks:
                 copy.write(chunk)
         cursor.execute(upsert, params)
+        cursor.execute("SELECT set_config('sessionhub.bulk_sync', 'off', true)")
         cursor.execute(UPSERT_USER_ACTIVITY)
 
     return write
@@ -394,16 +405,18 @@ def write_sessions(
     anonymize_ip: bool,
     quarantined: set[str] | None = None,
     renew=None,
+    defer_upkeep: bool = True,
 ) -> Written:
     """One transaction: COPY to staging, upsert the sessions, then the users' activity; the
     sessions refused — by the reader or by PostgreSQL — go to the quarantine in it too.
 
     `quarantined` holds the session keys in quarantine (updated here): a session written now
-    leaves the quarantine.
+    leaves the quarantine. `defer_upkeep`: the run has more transactions to come and ends with
+    `signals.sessions_synced`, so derived tables may defer their upkeep to it.
     """
     quarantined = set() if quarantined is None else quarantined
     refused_count = 0
-    write = _session_writer(anonymize_ip, batch.distinct)
+    write = _session_writer(anonymize_ip, batch.distinct, defer_upkeep)
 
     def finish(cursor, isolated: list[tuple[bytes, str]]) -> None:
         nonlocal refused_count
@@ -498,9 +511,16 @@ def sync_sessions(
         done = 0
         depth = 2 * max(1, conf.SYNC_COMMIT_ROWS // batch_size)
         batches = _prefetch(export.changed_sessions(batch_size, shard=shard), depth)
+        # Upkeep deferred to the end of the run pays when the run has several transactions;
+        # a run of one transaction does it in that transaction, once either way.
+        defer = total > conf.SYNC_COMMIT_ROWS
         for group in _commit_groups(batches, conf.SYNC_COMMIT_ROWS):
             result = write_sessions(
-                group, anonymize_ip=conf.AUDIT_IP_ANONYMIZE, quarantined=quarantined, renew=renew
+                group,
+                anonymize_ip=conf.AUDIT_IP_ANONYMIZE,
+                quarantined=quarantined,
+                renew=renew,
+                defer_upkeep=defer,
             )
             done += result.rows + result.quarantined
             written += result.rows
@@ -512,6 +532,9 @@ def sync_sessions(
             if renew:
                 renew()
         export.changed_done(shard)
+    # After the last commit, even of nothing: a run that crashed before this leaves deferred
+    # upkeep that the next run finishes.
+    signals.sessions_synced.send(sender=__name__)
     if written or quarantined_now:
         pipe = get_redis().pipeline(transaction=False)
         pipe.hincrby(keys.stats(shard), "sync_sessions", written)

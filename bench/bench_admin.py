@@ -169,8 +169,8 @@ def _build() -> dict[str, float]:
         print("    the 1M users / 10M events data set is there already", flush=True)
     else:
         with connection.cursor() as cursor:
-            # audit_session's TRUNCATE trigger empties analytics_user_day (naming the rollup
-            # in the same statement would be TRUNCATE within its own trigger: refused).
+            # analytics_user_day (and its deltas) are emptied by audit_session's TRUNCATE
+            # trigger: naming them here too fails ("being used by active queries").
             cursor.execute("TRUNCATE audit_session, audit_user_activity, audit_event")
             cursor.execute("DELETE FROM accounts_user WHERE username LIKE 'scale%'")
         for name, sql in BUILD:

@@ -11,9 +11,12 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
+from accounts import export
 from accounts.tracking import tracker
 from analytics import rollups
+from analytics import services as analytics_services
 from audit import services as audit_services
+from audit import signals, sync
 from audit.models import AuditSession
 from audit.tests.workload import Workload, build_world
 
@@ -156,4 +159,133 @@ def test_migrating_a_populated_database_keeps_the_rollup(user):
         hourly_calls={**hours, str(int(started.timestamp()) + 1800): 9}, api_call_count=13
     )
     assert [row[2:] for row in user_days(user.username)] == [(4, 1), (9, 0)]
+    assert rollups.differences() == []
+
+
+def pending_deltas() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT u.username, to_char(d.day, 'MM-DD'), d.api_calls, d.sessions_started "
+            "FROM analytics_user_day_delta d JOIN accounts_user u ON u.id = d.user_id "
+            "ORDER BY 1, 2"
+        )
+        return cursor.fetchall()
+
+
+def test_the_sync_appends_deltas_and_folds_them_once_a_run(
+    django_user_model, password, frozen_clock
+):
+    """In the sync's transactions the triggers append narrow deltas; the end of the run folds
+    them into analytics_user_day. A run that stopped between its commit and its fold (and its
+    acknowledgement) leaves them for the next run, which writes the same sessions again
+    without adding anything, and folds."""
+    user = django_user_model.objects.create_user(username="folded", password=password)
+    w = Workload(frozen_clock, password)
+    tokens = w.login(user, "2026-11-20T10:00:00")
+    w.calls(tokens, 9, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
+    sync.write_sessions(batch, anonymize_ip=False)  # committed; no fold, no acknowledgement
+    assert pending_deltas() == [("folded", "11-20", 9, 1)]
+    assert user_days("folded") == []
+
+    audit_services.sync_run()  # the in-flight set again, then the fold
+    assert pending_deltas() == []
+    assert user_days("folded") == [("folded", "11-20", 9, 1)]
+    assert rollups.fold() == 0  # folded once
+
+    w.calls(tokens, 4, "2026-11-20T10:10:00")
+    w.at("2026-11-20T10:11:00")
+    assert tracker.flush()
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
+    sync.write_sessions(batch, anonymize_ip=False)
+    assert pending_deltas() == [("folded", "11-20", 4, 0)]
+    assert rollups.differences() == []  # folds what is pending first
+    assert pending_deltas() == []
+    assert user_days("folded") == [("folded", "11-20", 13, 1)]
+
+
+def test_the_refresh_folds_what_a_stopped_run_left(django_user_model, password, frozen_clock):
+    user = django_user_model.objects.create_user(username="stopped", password=password)
+    w = Workload(frozen_clock, password)
+    tokens = w.login(user, "2026-11-20T10:00:00")
+    w.calls(tokens, 6, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
+    sync.write_sessions(batch, anonymize_ip=False)
+    analytics_services.analytics_refresh()
+    assert pending_deltas() == []
+    assert user_days("stopped") == [("stopped", "11-20", 6, 1)]
+
+
+def test_other_writers_apply_at_once_and_truncate_empties_the_deltas(
+    django_user_model, password, frozen_clock
+):
+    """Outside the sync's upsert (the timeout job, a session written by hand, prune) the
+    triggers apply at once, even later in a transaction that ran the sync's upsert."""
+    user = django_user_model.objects.create_user(username="direct", password=password)
+    w = Workload(frozen_clock, password)
+    tokens = w.login(user, "2026-11-20T10:00:00")
+    w.calls(tokens, 5, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
+    with transaction.atomic():
+        sync.write_sessions(batch, anonymize_ip=False)
+        AuditSession.objects.filter(user=user).update(
+            hourly_calls={str(int(datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp())): 7},
+            api_call_count=7,
+        )
+        assert pending_deltas() == [("direct", "11-20", 5, 1)]
+        assert user_days("direct") == [("direct", "11-20", 2, 0)]
+    assert rollups.differences() == []
+    assert user_days("direct") == [("direct", "11-20", 7, 1)]
+    sync.write_sessions(batch, anonymize_ip=False)  # the older copy: changes nothing
+    assert pending_deltas() == []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO analytics_user_day_delta VALUES (%s, '2026-11-20', 1, 0)", [user.pk]
+        )
+        cursor.execute("TRUNCATE audit_session")
+    assert pending_deltas() == []
+    assert user_days() == []
+
+
+def test_a_run_of_several_transactions_folds_once_at_its_end(
+    django_user_model, password, frozen_clock, settings, monkeypatch
+):
+    """A run larger than one transaction defers: its transactions append deltas, the end of the
+    run folds them (a run of one transaction applies at once, as other writers do)."""
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "SYNC_BATCH_SIZE": 1, "SYNC_COMMIT_ROWS": 1}
+    w = Workload(frozen_clock, password)
+    for n, calls in enumerate((3, 5, 7)):
+        user = django_user_model.objects.create_user(username=f"many{n}", password=password)
+        tokens = w.login(user, "2026-11-20T10:00:00")
+        w.calls(tokens, calls, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+    before_fold = []
+    send = signals.sessions_synced.send
+
+    def spy(**kwargs):
+        before_fold.append(pending_deltas())
+        return send(**kwargs)
+
+    monkeypatch.setattr(signals.sessions_synced, "send", spy)
+    audit_services.sync_run()
+    assert before_fold == [
+        [("many0", "11-20", 3, 1), ("many1", "11-20", 5, 1), ("many2", "11-20", 7, 1)]
+    ]
+    assert pending_deltas() == []
+    assert user_days() == [
+        ("many0", "11-20", 3, 1),
+        ("many1", "11-20", 5, 1),
+        ("many2", "11-20", 7, 1),
+    ]
     assert rollups.differences() == []

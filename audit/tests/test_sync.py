@@ -61,7 +61,8 @@ def totals() -> dict:
         "events": AuditEvent.objects.count(),
         "ended": AuditSession.objects.filter(ended_at__isnull=False).count(),
         # The rollup the analytics layer's triggers keep in the sync's transaction (read by
-        # name: audit does not import analytics).
+        # name: audit does not import analytics): the table, plus the deltas the sync's
+        # transactions appended and the end of a run (sessions_synced) folds into it.
         "rollup": _rollup_totals(),
     }
 
@@ -69,8 +70,9 @@ def totals() -> dict:
 def _rollup_totals() -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(sum(api_calls), 0), coalesce(sum(sessions_started), 0) "
-            "FROM analytics_user_day"
+            "SELECT coalesce(sum(api_calls), 0), coalesce(sum(sessions_started), 0) FROM ("
+            "SELECT api_calls, sessions_started FROM analytics_user_day UNION ALL "
+            "SELECT api_calls, sessions_started FROM analytics_user_day_delta) kept"
         )
         calls, sessions = cursor.fetchone()
     return int(calls), int(sessions)
