@@ -28,6 +28,8 @@ def _port_free(port: int) -> bool:
 
     for candidate in (port, port + 10000):
         with socket.socket() as sock:
+            # As redis-server binds: a port left in TIME_WAIT by an earlier run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
