@@ -162,6 +162,10 @@ class RedisClusterHarness:
                     # its master (by default one idle for long refuses: its data may be old).
                     "--cluster-replica-validity-factor",
                     "0",
+                    # The masters that are up keep serving their slots while another one
+                    # fails over (by default the whole cluster refuses every command then).
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--save",
                     "",
                     "--appendonly",
