@@ -684,9 +684,12 @@ class Tracker:
                     continue
                 # Redis is down until the next attempt says otherwise: meanwhile requests are
                 # served on their JWT without waiting on Redis (the flush logs the outage).
-                self._redis_retry_at = max(
-                    self._redis_retry_at, clock.now() + LISTENER_DOWN_SECONDS
-                )
+                # Not on a Redis Cluster: one master failing says nothing of the others, whose
+                # shards keep being flushed to (each call finds out for itself).
+                if not settings.REDIS_CLUSTER_NODES:
+                    self._redis_retry_at = max(
+                        self._redis_retry_at, clock.now() + LISTENER_DOWN_SECONDS
+                    )
             except Exception:
                 logger.exception("session tracking: revocation listener failed")
             finally:

@@ -28,6 +28,8 @@ def _port_free(port: int) -> bool:
 
     for candidate in (port, port + 10000):
         with socket.socket() as sock:
+            # As redis-server binds: a port left in TIME_WAIT by an earlier run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
@@ -160,6 +162,10 @@ class RedisClusterHarness:
                     # its master (by default one idle for long refuses: its data may be old).
                     "--cluster-replica-validity-factor",
                     "0",
+                    # The masters that are up keep serving their slots while another one
+                    # fails over (by default the whole cluster refuses every command then).
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--save",
                     "",
                     "--appendonly",

@@ -272,3 +272,22 @@ def test_the_admins_live_pages_merge_the_shards(django_user_model, password, red
     assert first.total == 8
     mine = selectors.live_sessions_page(user_id=users[5].pk)
     assert [row.session.sid for row in mine.rows] == [order[5]]
+
+
+def test_the_sync_command_takes_one_shard_or_all(django_user_model, password, redis_clean):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    users = _users(django_user_model, password, 4)
+    client = APIClient()
+    for user in users:
+        login(client, user.username, password)
+    out = StringIO()
+    call_command("sync_sessions", shard=keys.shard_of(users[1].pk), stdout=out)
+    assert "synced 1 sessions" in out.getvalue()
+    assert list(AuditSession.objects.values_list("user_id", flat=True)) == [users[1].pk]
+    out = StringIO()
+    call_command("sync_sessions", stdout=out)
+    assert "synced 3 sessions" in out.getvalue()
+    assert "backlog left: 0 sessions, 0 events" in out.getvalue()

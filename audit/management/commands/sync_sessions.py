@@ -10,8 +10,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument(
+            "--shard", type=int, default=None, help="only this virtual shard (default: all)"
+        )
 
-    def handle(self, *args, batch_size, **options):
+    def handle(self, *args, batch_size, shard, **options):
         interactive = sys.stdout.isatty()
 
         def progress(kind: str, done: int, total: int) -> None:
@@ -20,7 +23,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {kind}: {done:,}/{total:,}", ending=end)
                 self.stdout.flush()
 
-        result = services.sync_run(progress=progress, batch_size=batch_size)
+        result = services.sync_run(progress=progress, batch_size=batch_size, shard=shard)
         if result.skipped:
             self.stdout.write(self.style.WARNING("Another sync is running; nothing done."))
         self.stdout.write(
