@@ -50,6 +50,7 @@ class Figures:
     sync_cpu: list[float]
     synced: int
     shards_per_master: list[int]
+    session_bytes: float
 
     @property
     def calls(self) -> int:
@@ -62,6 +63,11 @@ def _cpu(clients) -> list[float]:
         info = client.info("cpu")
         seconds.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
     return seconds
+
+
+def _memory(clients) -> int:
+    """Bytes the masters use for data (used_memory), summed."""
+    return sum(int(client.info("memory")["used_memory"]) for client in clients)
 
 
 def _users() -> list[int]:
@@ -136,6 +142,7 @@ def _measure(target: str, masters, shards: int, users: list[int]) -> Figures:
     rng = random.Random(7)
     now = time.time()
     sessions = []
+    memory_before = _memory(masters)
     began = time.perf_counter()
     for n in range(SESSIONS):
         user = users[n % len(users)]
@@ -150,6 +157,7 @@ def _measure(target: str, masters, shards: int, users: list[int]) -> Figures:
         )
         sessions.append((sid, user))
     start_s = time.perf_counter() - began
+    session_bytes = (_memory(masters) - memory_before) / SESSIONS
 
     calls = [session for session in sessions for _ in range(CALLS_PER_SESSION)]
     rng.shuffle(calls)
@@ -184,6 +192,7 @@ def _measure(target: str, masters, shards: int, users: list[int]) -> Figures:
         sync_cpu,
         result.sessions,
         _shards_per_master(masters, shards),
+        session_bytes,
     )
 
 
@@ -294,6 +303,7 @@ def run(duration: float) -> str:
         ],
         _rows(figures),
     )
+    memory = ", ".join(f"{f.session_bytes:,.0f} B ({f.target})" for f in figures)
     return common.section(
         "Live sessions: one Redis and a 3-master Redis Cluster",
         sys.modules[__name__],
@@ -303,5 +313,7 @@ def run(duration: float) -> str:
         "",
         table,
         "",
-        "Session opens took " + ", ".join(f"{f.start_s:.1f} s ({f.target})" for f in figures) + ".",
+        "Session opens took "
+        + ", ".join(f"{f.start_s:.1f} s ({f.target})" for f in figures)
+        + f"; Redis memory per live session (masters, after the logins): {memory}.",
     )

@@ -232,27 +232,39 @@ def _plain_copy(rows: list[tuple]) -> float:
     return len(rows) / seconds
 
 
-# The triggers that keep analytics_user_day as the sessions change (analytics migrations 0010
-# and 0020): disabled, the sync runs as it did before the rollup (TRUNCATE still empties it).
-ROLLUP_TRIGGERS = ("analytics_user_day_inserted", "analytics_user_day_updated")
+# The triggers the sync's writes fire to keep the rollups: analytics_user_day's on audit_session
+# (analytics migrations 0010 and 0013) and analytics_user_stats' on audit_user_activity (0011;
+# its triggers on analytics_user_day fire only when that table is written). Disabled, the sync
+# runs as it did before the rollups (TRUNCATE still empties them).
+ROLLUP_TRIGGERS = (
+    ("audit_session", "analytics_user_day_inserted"),
+    ("audit_session", "analytics_user_day_updated"),
+    ("audit_user_activity", "analytics_user_stats_inserted"),
+    ("audit_user_activity", "analytics_user_stats_updated"),
+)
+
+
+def _set_rollup_triggers(enabled: bool) -> None:
+    from django.db import connection
+
+    action = "ENABLE" if enabled else "DISABLE"
+    with connection.cursor() as cursor:
+        for table, trigger in ROLLUP_TRIGGERS:
+            cursor.execute(f"ALTER TABLE {table} {action} TRIGGER {trigger}")
 
 
 @contextlib.contextmanager
 def _rollup(kept: bool):
-    from django.db import connection
-
     if not kept:
-        with connection.cursor() as cursor:
-            for trigger in ROLLUP_TRIGGERS:
-                cursor.execute(f"ALTER TABLE audit_session DISABLE TRIGGER {trigger}")
+        _set_rollup_triggers(False)
     try:
         yield
     finally:
         if not kept:
-            _truncate()  # the rollup no longer matches the sessions written meanwhile
-            with connection.cursor() as cursor:
-                for trigger in ROLLUP_TRIGGERS:
-                    cursor.execute(f"ALTER TABLE audit_session ENABLE TRIGGER {trigger}")
+            # The rollups no longer match the sessions written meanwhile: emptied with them
+            # (the TRUNCATE triggers stay on).
+            _truncate()
+            _set_rollup_triggers(True)
 
 
 def _mark_changed(sids: list[str]) -> None:
