@@ -71,25 +71,7 @@ def _memory(clients) -> int:
 
 
 def _users() -> list[int]:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-
-    user_model = get_user_model()
-    have = user_model.objects.filter(username__startswith="clusterbench-").count()
-    if have < USERS:
-        password = make_password("x")
-        user_model.objects.bulk_create(
-            [
-                user_model(username=f"clusterbench-{n}", password=password)
-                for n in range(have, USERS)
-            ],
-            batch_size=5000,
-        )
-    return list(
-        user_model.objects.filter(username__startswith="clusterbench-")
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    return common.bench_users("clusterbench", USERS)
 
 
 def _truncate() -> None:

@@ -83,6 +83,24 @@ def _create_database(database: dict) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database["NAME"])))
 
 
+def bench_users(prefix: str, count: int) -> list[int]:
+    """The ids of `count` users named `<prefix>-<n>` in the bench database, created once (a
+    fast hasher's password) and reused by later runs."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    user_model = get_user_model()
+    named = user_model.objects.filter(username__startswith=f"{prefix}-")
+    have = named.count()
+    if have < count:
+        password = make_password("x")
+        user_model.objects.bulk_create(
+            [user_model(username=f"{prefix}-{n}", password=password) for n in range(have, count)],
+            batch_size=5000,
+        )
+    return list(named.order_by("pk").values_list("pk", flat=True))
+
+
 def redis_client():
     """The project's Redis client, as configured by bench.settings (database 12, or
     $BENCH_REDIS_DB)."""
