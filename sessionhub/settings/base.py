@@ -359,8 +359,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
 )
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
 # Over Sentinel, a result stored while the primary fails over is retried until the new one
-# answers (Celery's default drops it, and whoever waits for it waits in vain).
+# answers (Celery's default drops it, and whoever waits for it waits in vain) — for about 30 s
+# (12 tries, backing off up to 10 s): a worker never stays blocked on a result it cannot store;
+# the task's work is done either way, only its report is lost.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
+CELERY_RESULT_BACKEND_MAX_RETRIES = 12
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TIMEZONE = "UTC"
@@ -421,6 +424,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 30},
     },
 }
+# Nobody reads the results of beat's runs (their effects are in PostgreSQL and Redis, their
+# counts in the metrics): not stored, and beat does not subscribe to a result channel per task
+# sent — a subscription that, when the Redis primary fails over, beat would try to restore
+# before sending the next task.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry["options"]["ignore_result"] = True
 
 LOGGING = {
     "version": 1,

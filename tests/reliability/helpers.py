@@ -8,6 +8,7 @@ directory (shown when a test fails) and is stopped by the fixture that started i
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -317,8 +318,24 @@ class Stack:
             results.append(result)
             if not result["skipped"] and self.backlog() == (0, 0):
                 return results
-            assert time.monotonic() < deadline, f"sync did not finish: {results}"
+            assert time.monotonic() < deadline, (
+                f"sync did not finish: {results}\n{self.diagnosis()}"
+            )
             time.sleep(0.5)
+
+    def diagnosis(self) -> str:
+        """What a failed wait for the processes should report: the sync's counters and backlog
+        (if Redis answers), and each process's last warnings and errors."""
+        try:
+            state = f"stats {self.redis.hgetall('shtest:stats')}, backlog {self.backlog()}"
+        except redis.RedisError as exc:
+            state = f"Redis: {exc!r}"
+        noteworthy = re.compile(r"ERROR|WARNING|CRITICAL|Connected to|Cannot connect|retry")
+        out = [state]
+        for process in self.processes:
+            lines = [line for line in process.log().splitlines() if noteworthy.search(line)]
+            out.append(f"--- {process.name}: " + "\n".join(line[:200] for line in lines[-12:]))
+        return "\n".join(out)
 
 
 # --- load ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 Redis Sentinel group, an admin logged in over HTTP."""
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -13,14 +14,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import celery.exceptions
 import psycopg
 import redis
 import requests
 from celery import Celery
 from redis.sentinel import Sentinel
 
-from tests.reliability.helpers import PrivatePostgres, Stack, wait_until
+from tests.reliability.helpers import SYNC_TASK, PrivatePostgres, Stack, wait_until
 
 
 class PrivateReplica(PrivatePostgres):
@@ -242,7 +242,12 @@ class SentinelGroup:
 
 class SentinelStack(Stack):
     """The app's processes configured for the Sentinel group; the test's own Redis client and
-    Celery client follow the group's primary too."""
+    Celery client follow the group's primary too.
+
+    The test's Celery client has no result backend: it only sends, and reads a run's result
+    from the key the worker stores it under (through the Sentinel-aware Redis client), so
+    nothing of the client's own (a result subscription) has to survive the fail-over — what
+    is tested is the app's processes."""
 
     def __init__(self, *, group: SentinelGroup, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -253,21 +258,28 @@ class SentinelStack(Stack):
         ).master_for(group.MASTER, db=db, socket_timeout=5, socket_connect_timeout=1)
         url = ";".join(f"sentinel://127.0.0.1:{port}/{db}" for port in group.sentinel_ports)
         self.celery.close()
-        self.celery = Celery("sentinel-client", broker=url, backend=url, set_as_current=False)
+        self.celery = Celery("sentinel-client", broker=url, set_as_current=False)
         self.celery.conf.update(
             accept_content=["json"],
             task_serializer="json",
             broker_transport_options={"master_name": group.MASTER},
-            result_backend_transport_options={"master_name": group.MASTER},
         )
 
     def sync(self, timeout: float = 90) -> dict:
-        """One sync run; a run whose result went to the old primary counts as skipped (the
-        caller's loop runs another), instead of waiting out the whole deadline for it."""
-        try:
-            return super().sync(timeout=min(timeout, 20))
-        except celery.exceptions.TimeoutError:
-            return {"skipped": True}
+        """One sync run by the worker, its result read from the key the worker stores it
+        under. One not answered within 20 s (its message or its result went to the old
+        primary) counts as skipped, marked `unanswered`: the caller's loop runs another."""
+        task_id = self.celery.send_task(SYNC_TASK).id
+        deadline = time.monotonic() + min(timeout, 20)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                stored = self.redis.get(f"celery-task-meta-{task_id}")
+                meta = json.loads(stored) if stored is not None else {}
+                assert meta.get("status") != "FAILURE", meta
+                if meta.get("status") == "SUCCESS":
+                    return meta["result"]
+            time.sleep(0.1)
+        return {"skipped": True, "unanswered": True}
 
     def env(self, **extra: str) -> dict:
         return super().env(

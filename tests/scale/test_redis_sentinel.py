@@ -28,6 +28,9 @@ SYNC = {"SYNC_INTERVAL": 1, "SESSION_END_APPLY_INTERVAL": 1}
 # yet replicated: the tracker flushes every 0.1 s, replication on loopback takes well under
 # a millisecond; one second is the documented bound, ten flushes of margin.
 LOSS_WINDOW = 1.0
+# A sync run the kill cuts short fails and is retried (the totals above prove the retry): at
+# most one per worker process (concurrency 2).
+CUT_SHORT = 2
 
 
 def replication_lag_bytes(primary: redis.Redis, replica: redis.Redis) -> int:
@@ -110,7 +113,7 @@ def test_sentinel_failover_under_load(sentinel_stack, sentinel_group, django_use
     assert totals["sessions"] == logins, totals
     assert totals["events"] == totals["distinct_stream_ids"] == logins + 1, totals
     assert stack.backlog() == (0, 0)
-    assert stack.stat("sync_runs:error") == 0
+    assert stack.stat("sync_runs:error") <= CUT_SHORT
     during = load.ok_between(killed_at, promoted_at)
     with capsys.disabled():
         print(
@@ -181,7 +184,7 @@ def test_what_the_replica_never_got_is_all_a_failover_loses(
     assert totals["sessions"] == logins, totals
     assert totals["events"] == totals["distinct_stream_ids"] == logins, totals
     assert stack.backlog() == (0, 0)
-    assert stack.stat("sync_runs:error") == 0
+    assert stack.stat("sync_runs:error") <= CUT_SHORT
     with capsys.disabled():
         print(
             f"\n[sentinel, stalled link] {answered} calls answered on {logins} sessions; "
