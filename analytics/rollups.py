@@ -98,9 +98,10 @@ STATS_DIFFERENCES = f"""
 
 
 def fold() -> int:
-    """Add the deltas the sync appended to analytics_user_day, in one transaction; returns how
-    many deltas were folded. Safe to run at any time, and twice at once (each delta is folded
-    once)."""
+    """Add the deltas the sync appended to analytics_user_day, and set the last activity of the
+    users it wrote in analytics_user_stats (migration 0014), in one transaction; returns how
+    many per-(user, day) deltas were folded. Safe to run at any time, and twice at once (each
+    delta is folded once)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT analytics_user_day_fold()")
         return cursor.fetchone()[0]
@@ -130,7 +131,9 @@ def rebuild() -> Rebuilt:
     for; their windows are anchored at analytics_now().
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("TRUNCATE analytics_user_day_delta, analytics_user_day")
+        cursor.execute(
+            "TRUNCATE analytics_user_day_delta, analytics_user_day, analytics_user_activity_delta"
+        )
         # analytics_user_stats is recomputed below: its triggers on analytics_user_day would add
         # every row once more first. Disabled within this transaction only (which TRUNCATE has
         # already made the table's only user); no other session ever sees them off.
@@ -164,7 +167,8 @@ def daily_refresh() -> None:
 def stats_differences() -> list[tuple]:
     """(user_id, kept row, recomputed row) for every user whose kept figures differ from their
     recomputation for the anchored windows (and the active users' count, user_id None); empty
-    when equal."""
+    when equal. What the sync has appended but not folded yet is folded first."""
+    fold()
     with connection.cursor() as cursor:
         cursor.execute(STATS_DIFFERENCES)
         return cursor.fetchall()

@@ -12,11 +12,12 @@ At-least-once delivery, exactly-once effect:
   (GREATEST), so a replay — after a crash between commit and acknowledgement, a task
   delivered twice, two runs at once — writes the same numbers. Only after the commit is the
   in-flight set deleted and ended sessions allowed to expire from Redis. The analytics layer's
-  statement triggers on audit_session (analytics_user_day, analytics/rollups.py) run inside
-  the upsert, under this transaction's settings (hash and merge joins off, and
-  `sessionhub.bulk_sync` on): in the sync they append narrow per-(user, day) deltas that
-  commit with the sessions or not at all, and `signals.sessions_synced`, sent once the run's
-  last transaction has committed, has them folded into the rollup once per run.
+  statement triggers on audit_session and audit_user_activity (analytics_user_day and
+  analytics_user_stats, analytics/rollups.py) run inside the upserts, under this transaction's
+  settings (hash and merge joins off, and `sessionhub.bulk_sync` on): in the sync they append
+  narrow per-(user, day) deltas and the users whose activity moved, which commit with the
+  sessions or not at all, and `signals.sessions_synced`, sent once the run's last transaction
+  has committed, has them folded into the rollups once per run.
 * **Events.** Read from the stream after the cursor kept *in PostgreSQL*; rows and the new
   cursor commit together, and the stream id is a unique key, so an event is stored once
   however often it is read. Only then is the stream trimmed up to the cursor.
@@ -371,10 +372,10 @@ def _session_writer(anonymize_ip: bool, distinct: bool, defer_upkeep: bool):
         # the whole user table per transaction instead: at 1M users that more than doubled the
         # time of a sync (bench_sync).
         cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        # In a run of several transactions the sessions' upsert is a bulk sync's: the upkeep
-        # of tables derived from audit_session may defer work to the end of the run
-        # (signals.sessions_synced). Off again right after, for whatever else the enclosing
-        # transaction may write.
+        # In a run of several transactions the sessions' and activity's upserts are a bulk
+        # sync's: the upkeep of tables derived from audit_session and audit_user_activity may
+        # defer work to the end of the run (signals.sessions_synced). Off again right after,
+        # for whatever else the enclosing transaction may write.
         cursor.execute(
             "SELECT set_config('sessionhub.bulk_sync', %s, true)", ["on" if defer_upkeep else "off"]
         )
@@ -382,8 +383,8 @@ def _session_writer(anonymize_ip: bool, distinct: bool, defer_upkeep: bool):
             for chunk in chunks:
                 copy.write(chunk)
         cursor.execute(upsert, params)
-        cursor.execute("SELECT set_config('sessionhub.bulk_sync', 'off', true)")
         cursor.execute(UPSERT_USER_ACTIVITY)
+        cursor.execute("SELECT set_config('sessionhub.bulk_sync', 'off', true)")
 
     return write
 

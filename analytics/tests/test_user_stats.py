@@ -9,7 +9,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from accounts.tracking import tracker
 from analytics import rollups, selectors
+from audit import services as audit_services
+from audit import signals
 from audit.tests.workload import NOW, Workload, build_world
 
 pytestmark = pytest.mark.django_db
@@ -210,3 +213,76 @@ def test_daily_rows_stored_as_days_close_equal_their_recomputation(
     ]
     rollups.rebuild()
     assert daily() == kept
+
+
+def test_a_bulk_sync_sets_last_active_once_at_its_fold(
+    django_user_model, password, frozen_clock, pin, settings, monkeypatch
+):
+    """In a run of several transactions the trigger on audit_user_activity only notes the users
+    it wrote; the fold at the run's end sets their last_active from audit_user_activity, once.
+    A note left by a run that stopped before its fold is folded by the next reader, and a user
+    whose activity was deleted meanwhile gets none."""
+    settings.SESSIONHUB = {**settings.SESSIONHUB, "SYNC_BATCH_SIZE": 1, "SYNC_COMMIT_ROWS": 1}
+    pin("2026-11-20T10:06:00")
+    rollups.roll()
+    w = Workload(frozen_clock, password)
+    users = [
+        django_user_model.objects.create_user(username=f"bulk{n}", password=password)
+        for n in range(3)
+    ]
+    for user in users:  # two sessions each: the user is written by two transactions
+        for minute in ("00", "01"):
+            w.calls(w.login(user, f"2026-11-20T10:{minute}:00"), 2, "2026-11-20T10:05:00")
+    w.at("2026-11-20T10:06:00")
+    assert tracker.flush()
+
+    def last_active() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT u.username, s.last_active IS NOT NULL, "
+                "EXISTS (SELECT FROM analytics_user_activity_delta d WHERE d.user_id = u.id) "
+                "FROM analytics_user_stats s JOIN accounts_user u ON u.id = s.user_id "
+                "WHERE u.username LIKE 'bulk%%' ORDER BY 1"
+            )
+            return cursor.fetchall()
+
+    def rows_written() -> int:
+        """Row versions this (the test's) transaction wrote into analytics_user_stats."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_upd FROM pg_stat_xact_user_tables "
+                "WHERE relname = 'analytics_user_stats'"
+            )
+            return cursor.fetchone()[0]
+
+    before_fold = []
+    send = signals.sessions_synced.send
+
+    def spy(**kwargs):
+        before_fold.append((last_active(), rows_written()))
+        return send(**kwargs)
+
+    monkeypatch.setattr(signals.sessions_synced, "send", spy)
+    audit_services.sync_run()
+    # Six transactions wrote the three users' activity: nothing reached the table, each user
+    # was noted; the fold set last_active with the calls, one write per user, and emptied the
+    # notes.
+    [(before_fold, written_before_fold)] = before_fold
+    assert rows_written() - written_before_fold == 3
+    assert before_fold == [("bulk0", False, True), ("bulk1", False, True), ("bulk2", False, True)]
+    assert last_active() == [("bulk0", True, False), ("bulk1", True, False), ("bulk2", True, False)]
+    assert rollups.stats_differences() == []
+
+    with connection.cursor() as cursor:  # a run that stopped before its fold, then a deletion
+        cursor.execute(
+            "INSERT INTO analytics_user_activity_delta SELECT id FROM accounts_user "
+            "WHERE username IN ('bulk0', 'bulk1')"
+        )
+        cursor.execute("DELETE FROM audit_user_activity WHERE user_id = %s", [users[1].pk])
+    assert last_active()[1] == ("bulk1", False, True)  # a deletion is applied at once
+    assert rollups.stats_differences() == []  # folds first
+    assert last_active() == [
+        ("bulk0", True, False),
+        ("bulk1", False, False),
+        ("bulk2", True, False),
+    ]
