@@ -15,6 +15,7 @@ import pytest
 import redis
 import requests
 
+from core.rediskeys import keys
 from tests.reliability.helpers import PASSWORD, TRACKED_SQL, audit_totals, wait_until
 
 from .helpers import TimedLoad
@@ -54,14 +55,18 @@ def test_sentinel_failover_under_load(sentinel_stack, sentinel_group, django_use
 
     primary = redis.Redis(port=group.primary_port, socket_timeout=1)
     replica = redis.Redis(port=group.replica_port, socket_timeout=1)
+    app_db = redis.Redis.from_url(stack.redis_url, socket_timeout=1)  # the app's database
     load = TimedLoad(stack.web_url + TRACKED_SQL, tokens).start()
     lags = []
     try:
-        # Under load for 3 s, sampling how far the replica trails, then the kill.
+        # Under load for 3 s, sampling how far the replica trails, then the kill — while a
+        # sync run holds its lock: the worker has a task delivered and not acknowledged
+        # (acks_late), the case in which the worker once stopped (sessionhub/broker.py).
         until = time.monotonic() + 3
         while time.monotonic() < until:
             lags.append(replication_lag_bytes(primary, replica))
             time.sleep(0.005)
+        wait_until(lambda: app_db.exists(keys.sync_lock()), 30, 0, "a sync run in progress")
         killed_at = time.monotonic()
         group.kill("primary")
         wait_until(
@@ -77,6 +82,7 @@ def test_sentinel_failover_under_load(sentinel_stack, sentinel_group, django_use
     finally:
         load.stop()
         primary.close()
+        app_db.close()
     assert load.errors == [], load.errors[:5]
     assert load.other == [], load.other[:10]
     answered = len(load.ok_times)
