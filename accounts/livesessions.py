@@ -243,11 +243,10 @@ def end(
     ended_at: float,
     actor_id: int | None = None,
     idle_timeout: int | None = None,
-    client: Any = None,
     shard: int = 0,
 ) -> Any:
     """End one session (of `shard`) exactly once. Returns the script's answer (1 ended now,
-    0 already, -1 unknown, 2 not idle after all). With ``client`` a pipeline, queues instead."""
+    0 already, -1 unknown, 2 not idle after all)."""
     called, script_keys, args = end_call(
         sid=sid,
         reason=reason,
@@ -256,7 +255,7 @@ def end(
         idle_timeout=idle_timeout,
         shard=shard,
     )
-    return called(keys=script_keys, args=args, client=client)
+    return called(keys=script_keys, args=args)
 
 
 def end_call(
@@ -308,6 +307,14 @@ def locate(sid: str) -> int | None:
     for shard in keys.shards():
         pipe.exists(keys.session(sid, shard))
     return next((shard for shard, found in enumerate(pipe.execute()) if found), None)
+
+
+def shard_for(sid: str, user_id: int | None = None) -> int:
+    """The shard of a session: its user's when known, else where it is found (shard 0 when no
+    shard has it: the scripts then answer "unknown")."""
+    if user_id is not None:
+        return keys.shard_of(user_id)
+    return locate(sid) or 0
 
 
 def get_many(sids: list[str], shards: int | list[int] = 0) -> list[LiveSession]:

@@ -17,7 +17,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from core import clock, lua
 from core.conf import get_settings
-from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.redis import REDIS_UNAVAILABLE, each_shard, get_redis
 from core.rediskeys import keys
 
 from . import events, livesessions, throttling
@@ -203,7 +203,7 @@ def _session_check(
         )
         raise SessionEnded
     try:
-        shard = keys.shard_of(user_id) if user_id is not None else livesessions.locate(sid) or 0
+        shard = livesessions.shard_for(sid, user_id)
         session = livesessions.get(sid, shard)
         ended_recently = get_redis().zscore(keys.ended_index(shard), sid) is not None
     except REDIS_UNAVAILABLE:
@@ -457,11 +457,14 @@ def sessions_expire_due(*, now: float | None = None, batch: int = 500) -> dict[s
                 return
 
     keep = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds() + 120
-    for shard in keys.shards():
-        idle_cutoff, absolute_cutoff = now - conf.IDLE_TIMEOUT, now - conf.ABSOLUTE_TIMEOUT
+    idle_cutoff, absolute_cutoff = now - conf.IDLE_TIMEOUT, now - conf.ABSOLUTE_TIMEOUT
+
+    def expire(shard: int) -> None:
         end_all(shard, keys.active_index(shard), idle_cutoff, EndReason.IDLE_TIMEOUT)
         end_all(shard, keys.started_index(shard), absolute_cutoff, EndReason.ABSOLUTE_TIMEOUT)
         client.zremrangebyscore(keys.ended_index(shard), "-inf", now - keep)
+
+    each_shard(expire, "session expiry")
     return counts
 
 
@@ -611,7 +614,7 @@ def sessions_reconcile(*, batch: int = 1000) -> int:
     session by rank in the start index (no KEYS, no SCAN), a batch at a time: one script call
     for the batch's sids and users, one query for which of those users are active.
     """
-    return sum(_sessions_reconcile_shard(shard, batch) for shard in keys.shards())
+    return sum(each_shard(lambda shard: _sessions_reconcile_shard(shard, batch), "reconcile"))
 
 
 def _sessions_reconcile_shard(shard: int, batch: int) -> int:

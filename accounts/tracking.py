@@ -308,9 +308,7 @@ class Tracker:
         self._flush_pending_for(sid)
         try:
             if shard is None:
-                shard = (
-                    keys.shard_of(user_id) if user_id is not None else livesessions.locate(sid) or 0
-                )
+                shard = livesessions.shard_for(sid, user_id)
             result = livesessions.end(
                 sid=sid,
                 reason=reason,
@@ -506,11 +504,7 @@ class Tracker:
                 ]
                 for sid, reason, ended_at, actor_id, user_id, shard in batch.ends:
                     if shard is None:
-                        shard = (
-                            keys.shard_of(user_id)
-                            if user_id is not None
-                            else livesessions.locate(sid) or 0
-                        )
+                        shard = livesessions.shard_for(sid, user_id)
                     script_calls.append(
                         livesessions.end_call(
                             sid=sid,

@@ -16,7 +16,7 @@ from accounts import export
 from core import clock
 from core.conf import get_settings
 from core.locks import RedisLock
-from core.redis import REDIS_UNAVAILABLE, get_redis
+from core.redis import REDIS_UNAVAILABLE, each_shard, get_redis
 from core.rediskeys import keys
 
 from . import lost, partitions, sync
@@ -76,16 +76,7 @@ def sync_run(
     meanwhile have nothing left to do)."""
     if shard is not None or keys.shard_count == 1:
         return _sync_shard(shard or 0, progress, batch_size)
-    results: list[SyncResult] = []
-    failure: Exception | None = None
-    for one in keys.shards():
-        try:
-            results.append(_sync_shard(one, progress, batch_size))
-        except REDIS_UNAVAILABLE as exc:
-            logger.warning("sync: shard %d unavailable (%s); the others go on", one, exc)
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+    results = each_shard(lambda one: _sync_shard(one, progress, batch_size), "sync")
     return SyncResult(
         sum(r.sessions for r in results),
         sum(r.events for r in results),

@@ -406,7 +406,7 @@ def write_sessions(
     anonymize_ip: bool,
     quarantined: set[str] | None = None,
     renew=None,
-    defer_upkeep: bool = True,
+    defer_upkeep: bool = False,
 ) -> Written:
     """One transaction: COPY to staging, upsert the sessions, then the users' activity; the
     sessions refused — by the reader or by PostgreSQL — go to the quarantine in it too.

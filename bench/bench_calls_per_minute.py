@@ -90,7 +90,7 @@ def run(duration: float) -> str:
             sequence += 1
             args = [
                 keys.session_prefix(),
-                keys.user_sessions(""),
+                keys.user_sessions_prefix(),
                 sequence,
                 60,
                 1000,

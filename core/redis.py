@@ -5,8 +5,10 @@ untracked), and a request must not hang for the OS default while we find that ou
 """
 
 import contextlib
+import logging
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -24,6 +26,8 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from core.rediskeys import keys
+
 # Errors that mean "Redis is not answering right now", as opposed to a bug in our commands. On
 # a Redis Cluster also a cluster that is failing over (CLUSTERDOWN, TRYAGAIN, a slot whose
 # node cannot be reached).
@@ -36,6 +40,26 @@ REDIS_UNAVAILABLE = (
     MasterDownError,
     SlotNotCoveredError,
 )
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def each_shard(job: Callable[[int], T], what: str) -> list[T]:
+    """`job(shard)` for every virtual shard (core.rediskeys) in turn. A shard whose Redis node
+    is away does not hold up the others: they run, then its error is raised (the beat task
+    that called this retries; the shards done meanwhile have nothing left to do)."""
+    results: list[T] = []
+    failure: Exception | None = None
+    for shard in keys.shards():
+        try:
+            results.append(job(shard))
+        except REDIS_UNAVAILABLE as exc:
+            logger.warning("%s: shard %d unavailable (%s); the others go on", what, shard, exc)
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
 
 
 CLIENT_OPTIONS = {

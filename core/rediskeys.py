@@ -61,7 +61,7 @@ class _Keys:
         return f"{self.base(shard)}:s:"
 
     def user_sessions(self, user_id: int | str) -> str:
-        return f"{self.user_sessions_prefix(self.shard_of(user_id or 0))}{user_id}"
+        return f"{self.user_sessions_prefix(self.shard_of(user_id))}{user_id}"
 
     def user_sessions_prefix(self, shard: int = 0) -> str:
         return f"{self.base(shard)}:u:"
@@ -115,11 +115,8 @@ class _Keys:
 
     def stats(self, shard: int = 0) -> str:
         """Hash of counters (api calls, tracking errors, ...); one per shard, summed by the
-        readers (`stats_all`)."""
+        readers."""
         return f"{self.base(shard)}:stats"
-
-    def stats_all(self) -> list[str]:
-        return [self.stats(shard) for shard in self.shards()]
 
     def per_minute(self, name: str, minute: int, shard: int = 0) -> str:
         """Counter of one figure (`api_calls`, `login_failures`) in one minute (epoch seconds

@@ -259,9 +259,13 @@ class SessionhubCollector(Collector):
         yield lag
 
         last = GaugeMetricFamily(
-            "sync_last_success_timestamp_seconds", "When the audit sync last committed."
+            "sync_last_success_timestamp_seconds",
+            "When the audit sync last committed (with shards: the shard synced longest ago).",
         )
-        last.add_metric([], float(sync.get("last_success", 0)))
+        # With shards, the oldest: one shard that stopped syncing must age the figure (and
+        # fire the sync-age alert) although the others keep committing.
+        fields = [f"last_success:{shard}" for shard in keys.shards()] if keys.sharded else []
+        last.add_metric([], min(float(sync.get(f, 0)) for f in fields or ["last_success"]))
         yield last
 
         # Counted in PostgreSQL by each sync run (and each retry or discard), read here from

@@ -12,7 +12,6 @@ another user's way); each node's cluster bus listens on its port + 10000.
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -90,7 +89,6 @@ class RedisClusterHarness:
         self.node_timeout_ms = node_timeout_ms
         self.nodes: list[ClusterNode] = []
         self._masters_at_kill: set[int] = set()
-        self.failover_seconds = 0.0
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -125,16 +123,7 @@ class RedisClusterHarness:
                 timeout=timeout,
             )
             self.wait_ok(timeout)
-            # Every replica attached to its master and in sync.
-            wait_until(
-                lambda: (
-                    sum(self._replica_in_sync(node) for node in self.nodes)
-                    == self.masters * self.replicas
-                ),
-                timeout,
-                0.2,
-                "the replicas to attach and sync",
-            )
+            self._wait_replicas_in_sync(timeout)
         except BaseException:
             self.stop()
             raise
@@ -250,6 +239,11 @@ class RedisClusterHarness:
             self._launch(server, node)
         for node in dead:
             wait_until(partial(self._ping, node), 20, 0.05, f"node {node.port}")
+        self._wait_replicas_in_sync(timeout)
+        self.wait_ok(timeout)
+
+    def _wait_replicas_in_sync(self, timeout: float) -> None:
+        """Every replica attached to its master and in sync."""
         wait_until(
             lambda: (
                 sum(self._replica_in_sync(node) for node in self.nodes)
@@ -259,7 +253,6 @@ class RedisClusterHarness:
             0.2,
             "the replicas to attach and sync",
         )
-        self.wait_ok(timeout)
 
     def node_at(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
@@ -275,9 +268,7 @@ class RedisClusterHarness:
         return node
 
     def wait_promoted(self, old: ClusterNode, timeout: float = 60) -> ClusterNode:
-        """Until a replica of `old` is master and the cluster is ok again; returns it (and
-        how long it took in `failover_seconds`)."""
-        started = time.monotonic()
+        """Until a replica of `old` is master and the cluster is ok again; returns it."""
         before = self._masters_at_kill
 
         def promoted() -> ClusterNode | None:
@@ -288,5 +279,4 @@ class RedisClusterHarness:
 
         node = wait_until(promoted, timeout, 0.1, f"a replica of {old.port} to take over")
         assert node is not None
-        self.failover_seconds = time.monotonic() - started
         return node

@@ -31,9 +31,7 @@ from django.db import migrations
 m0011 = importlib.import_module("analytics.migrations.0011_user_stats_kept")
 m0013 = importlib.import_module("analytics.migrations.0013_user_day_folded_after_sync")
 
-
-def _function(name: str, body: str) -> str:
-    return f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$;"
+_function = m0013._function
 
 
 ACTIVITY_WRITTEN = m0011.ACTIVITY_APPLY["written"].replace(

@@ -172,6 +172,19 @@ def pending_deltas() -> list[tuple]:
         return cursor.fetchall()
 
 
+def written_unacknowledged(w: Workload, tokens: dict, calls: int, at: str, flushed_at: str):
+    """`calls` more calls at `at`, flushed at `flushed_at` and written by one transaction of a
+    bulk sync run (deltas appended), with no fold and no acknowledgement after it; returns the
+    batch."""
+    w.calls(tokens, calls, at)
+    w.at(flushed_at)
+    assert tracker.flush()
+    export.changed_claim()
+    [batch] = list(export.changed_sessions(100))
+    sync.write_sessions(batch, anonymize_ip=False, defer_upkeep=True)
+    return batch
+
+
 def test_the_sync_appends_deltas_and_folds_them_once_a_run(
     django_user_model, password, frozen_clock
 ):
@@ -182,12 +195,7 @@ def test_the_sync_appends_deltas_and_folds_them_once_a_run(
     user = django_user_model.objects.create_user(username="folded", password=password)
     w = Workload(frozen_clock, password)
     tokens = w.login(user, "2026-11-20T10:00:00")
-    w.calls(tokens, 9, "2026-11-20T10:05:00")
-    w.at("2026-11-20T10:06:00")
-    assert tracker.flush()
-    export.changed_claim()
-    [batch] = list(export.changed_sessions(100))
-    sync.write_sessions(batch, anonymize_ip=False)  # committed; no fold, no acknowledgement
+    written_unacknowledged(w, tokens, 9, "2026-11-20T10:05:00", "2026-11-20T10:06:00")
     assert pending_deltas() == [("folded", "11-20", 9, 1)]
     assert user_days("folded") == []
 
@@ -196,12 +204,7 @@ def test_the_sync_appends_deltas_and_folds_them_once_a_run(
     assert user_days("folded") == [("folded", "11-20", 9, 1)]
     assert rollups.fold() == 0  # folded once
 
-    w.calls(tokens, 4, "2026-11-20T10:10:00")
-    w.at("2026-11-20T10:11:00")
-    assert tracker.flush()
-    export.changed_claim()
-    [batch] = list(export.changed_sessions(100))
-    sync.write_sessions(batch, anonymize_ip=False)
+    written_unacknowledged(w, tokens, 4, "2026-11-20T10:10:00", "2026-11-20T10:11:00")
     assert pending_deltas() == [("folded", "11-20", 4, 0)]
     assert rollups.differences() == []  # folds what is pending first
     assert pending_deltas() == []
@@ -212,12 +215,7 @@ def test_the_refresh_folds_what_a_stopped_run_left(django_user_model, password, 
     user = django_user_model.objects.create_user(username="stopped", password=password)
     w = Workload(frozen_clock, password)
     tokens = w.login(user, "2026-11-20T10:00:00")
-    w.calls(tokens, 6, "2026-11-20T10:05:00")
-    w.at("2026-11-20T10:06:00")
-    assert tracker.flush()
-    export.changed_claim()
-    [batch] = list(export.changed_sessions(100))
-    sync.write_sessions(batch, anonymize_ip=False)
+    written_unacknowledged(w, tokens, 6, "2026-11-20T10:05:00", "2026-11-20T10:06:00")
     analytics_services.analytics_refresh()
     assert pending_deltas() == []
     assert user_days("stopped") == [("stopped", "11-20", 6, 1)]
@@ -237,7 +235,7 @@ def test_other_writers_apply_at_once_and_truncate_empties_the_deltas(
     export.changed_claim()
     [batch] = list(export.changed_sessions(100))
     with transaction.atomic():
-        sync.write_sessions(batch, anonymize_ip=False)
+        sync.write_sessions(batch, anonymize_ip=False, defer_upkeep=True)
         AuditSession.objects.filter(user=user).update(
             hourly_calls={str(int(datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp())): 7},
             api_call_count=7,
@@ -246,7 +244,7 @@ def test_other_writers_apply_at_once_and_truncate_empties_the_deltas(
         assert user_days("direct") == [("direct", "11-20", 2, 0)]
     assert rollups.differences() == []
     assert user_days("direct") == [("direct", "11-20", 7, 1)]
-    sync.write_sessions(batch, anonymize_ip=False)  # the older copy: changes nothing
+    sync.write_sessions(batch, anonymize_ip=False, defer_upkeep=True)  # older: changes nothing
     assert pending_deltas() == []
     with connection.cursor() as cursor:
         cursor.execute(

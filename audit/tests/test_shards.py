@@ -91,6 +91,8 @@ def test_the_ground_truth_workload_gives_the_same_figures_on_four_shards(
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM audit_sync_cursor ORDER BY name")
         names = {name for (name,) in cursor.fetchall()}
+    # A cursor per shard that had events, of that shard's name (never the unsharded one).
+    assert {sync.cursor_name(int(shard)) for shard in shards_of_events} <= names
     assert names <= {sync.cursor_name(shard) for shard in keys.shards()}
     assert "events" not in names
 
@@ -149,7 +151,15 @@ def test_one_flush_sends_one_call_per_shard_it_touches(django_user_model, passwo
         assert args[0] == keys.session_prefix(shard)
 
 
-def test_a_shard_that_cannot_be_synced_holds_up_no_other(django_user_model, password, redis_clean):
+def _last_sync_exported(client) -> float:
+    text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    [line] = [x for x in text.splitlines() if x.startswith("sync_last_success_timestamp_seconds")]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_shard_that_cannot_be_synced_holds_up_no_other(
+    django_user_model, password, redis_clean, client
+):
     users = _users(django_user_model, password, 8)
     client = APIClient()
     for user in users:
@@ -166,8 +176,13 @@ def test_a_shard_that_cannot_be_synced_holds_up_no_other(django_user_model, pass
         set(AuditSession.objects.values_list("user_id", flat=True))
         == {u.pk for u in users} - waiting
     )
+    # The others committed, but the exported time of the last sync is the held shard's (none
+    # yet): a shard that stopped syncing ages it, and the sync-age alert fires.
+    assert redis_clean.hget(keys.sync_state(), "last_success") is not None
+    assert _last_sync_exported(client) == 0
     held.release()
     assert services.sync_run(shard=busy).sessions == 2
+    assert _last_sync_exported(client) > 0
     assert AuditSession.objects.count() == 8
     assert AuditSession.objects.aggregate(calls=Sum("api_call_count"))["calls"] == 8
 

@@ -359,9 +359,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = celery_transport_options(
 )
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_transport_options(CELERY_RESULT_BACKEND)
 # Over Sentinel, a result stored while the primary fails over is retried until the new one
-# answers (Celery's default drops it, and whoever waits for it waits in vain) — for about 30 s
-# (12 tries, backing off up to 10 s): a worker never stays blocked on a result it cannot store;
-# the task's work is done either way, only its report is lost.
+# answers (Celery's default drops it, and whoever waits for it waits in vain) — 12 times at
+# most (Celery's default is without end), with a jittered back-off of at most 10 s between
+# them: a worker is never blocked for good on a result it cannot store; the task's work is done
+# either way, only its report is lost.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = CELERY_RESULT_BACKEND.startswith("sentinel://")
 CELERY_RESULT_BACKEND_MAX_RETRIES = 12
 CELERY_WORKER_SEND_TASK_EVENTS = True

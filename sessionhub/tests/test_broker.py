@@ -2,6 +2,7 @@
 is held (the end-to-end case, a Sentinel fail-over during a sync run, is
 tests/scale/test_redis_sentinel.py)."""
 
+import contextlib
 import secrets
 
 import pytest
@@ -18,7 +19,6 @@ def test_the_app_connects_through_the_fixed_transports():
     with app.connection_for_write() as connection:
         assert type(connection.transport) is broker.Transport
     sentinel = Connection("sentinel://127.0.0.1:26379/0", transport_options={"master_name": "m"})
-    assert sentinel.transport_cls == "sentinel"
     assert sentinel.get_transport_cls() is broker.SentinelTransport
 
 
@@ -31,7 +31,8 @@ def test_closing_a_channel_detached_from_its_transport_with_a_task_held(transpor
     """What the worker does after a broken connection: the connection detached from its
     transport, then closed, its channel giving back the message it holds. kombu's own channel
     raises AttributeError there (the worker stops); ours a connection error, which closing a
-    broken connection ignores (the worker reconnects)."""
+    broken connection ignores (the worker reconnects). The day kombu's own stops raising,
+    sessionhub.broker can go."""
     queue = f"broker-test-{secrets.token_hex(4)}"
     connection = Connection(settings.CELERY_BROKER_URL, transport=transport)
     try:
@@ -51,5 +52,6 @@ def test_closing_a_channel_detached_from_its_transport_with_a_task_held(transpor
             with pytest.raises(fails_with):
                 close()
     finally:
-        redis = get_redis()
-        redis.delete(queue, "unacked", "unacked_index")
+        with contextlib.suppress(Exception):  # the channel was left half-closed on purpose
+            connection.release()
+        get_redis().delete(queue, "unacked", "unacked_index")

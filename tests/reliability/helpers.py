@@ -326,8 +326,10 @@ class Stack:
     def diagnosis(self) -> str:
         """What a failed wait for the processes should report: the sync's counters and backlog
         (if Redis answers), and each process's last warnings and errors."""
+        counters = ("sync_runs:ok", "sync_runs:skipped", "sync_runs:error", "api_calls")
         try:
-            state = f"stats {self.redis.hgetall('shtest:stats')}, backlog {self.backlog()}"
+            stats = {name: self.stat(name) for name in counters}
+            state = f"stats {stats}, backlog {self.backlog()}"
         except redis.RedisError as exc:
             state = f"Redis: {exc!r}"
         noteworthy = re.compile(r"ERROR|WARNING|CRITICAL|Connected to|Cannot connect|retry")
@@ -371,6 +373,8 @@ class Load:
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self.statuses: Counter[int] = Counter()
+        self.ok_times: list[float] = []  # when each 2xx answer came
+        self.other: list[tuple[float, int]] = []  # when and what each other answer was
         self.errors: list[str] = []
         self.sent = 0
 
@@ -381,7 +385,12 @@ class Load:
     @property
     def ok(self) -> int:
         with self._lock:
-            return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+            return len(self.ok_times)
+
+    def ok_between(self, start: float, end: float) -> int:
+        """2xx answers that came between two `time.monotonic()` instants."""
+        with self._lock:
+            return sum(1 for t in self.ok_times if start <= t <= end)
 
     def server_errors(self) -> int:
         with self._lock:
@@ -406,8 +415,13 @@ class Load:
                     with self._lock:
                         self.errors.append(repr(exc))
                     continue
+                now, status = time.monotonic(), response.status_code
                 with self._lock:
-                    self.statuses[response.status_code] += 1
+                    self.statuses[status] += 1
+                    if 200 <= status < 300:
+                        self.ok_times.append(now)
+                    else:
+                        self.other.append((now, status))
                 self._stop.wait(self.pause)
 
     def start(self) -> "Load":
